@@ -26,17 +26,54 @@ from ._validate import check_divisible, check_image, check_tokens, upcast
 Norm = Literal["double", "softmax"]
 
 
+class _DoubleNormalize(torch.autograd.Function):
+    """Softmax over the token axis then L1 over the slot axis, with a hand-written backward.
+
+    Forward: ``P = softmax(L, token_dim)``, ``r = eps + sum_slot P``, ``A = P / r`` (the
+    division in place, so one (B, N, S) buffer is allocated instead of two).
+    Backward from ``A`` and ``r`` alone (autograd would also keep ``P``)::
+
+        dP = (dA - sum_slot(dA * A)) / r
+        dL = P * (dP - sum_token(dP * P)),      P = A * r
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, token_dim: int, slot_dim: int, eps: float):
+        attn = upcast(logits).softmax(dim=token_dim)
+        denom = attn.sum(dim=slot_dim, keepdim=True).add_(eps)
+        attn = attn.div_(denom)
+        ctx.save_for_backward(attn, denom)
+        ctx.token_dim, ctx.slot_dim = token_dim, slot_dim
+        ctx.logits_dtype = logits.dtype
+        return attn
+
+    @staticmethod
+    def backward(ctx, grad_attn: torch.Tensor):
+        attn, denom = ctx.saved_tensors
+        token_dim, slot_dim = ctx.token_dim, ctx.slot_dim
+        grad_attn = grad_attn.to(attn.dtype)
+        grad_p = (grad_attn - (grad_attn * attn).sum(dim=slot_dim, keepdim=True)).div_(denom)
+        p = attn * denom
+        grad_logits = p.mul_(grad_p - (grad_p * p).sum(dim=token_dim, keepdim=True))
+        return grad_logits.to(ctx.logits_dtype), None, None, None
+
+
 def double_normalize(
     logits: torch.Tensor, token_dim: int, slot_dim: int, eps: float
 ) -> torch.Tensor:
-    """The paper's double normalisation of slot logits, computed in float32.
+    """The paper's double normalisation of slot logits.
 
     ``softmax`` over the token axis ``token_dim`` (each memory slot distributes one unit of
     attention over the tokens), then L1 normalisation over the slot axis ``slot_dim``
-    (each token's weights over the slots sum to 1). Returns float32.
+    (each token's weights over the slots sum to 1, up to ``eps``)::
+
+        A = P / (eps + sum_slot P),     P = softmax(logits, token_dim)
+
+    Half-precision logits are upcast to float32 (the result stays float32); float32 and
+    float64 keep their dtype. The backward is hand-written so only ``A`` and the (B, N)
+    denominators are saved for it.
     """
-    attn = upcast(logits).softmax(dim=token_dim)
-    return attn / (eps + attn.sum(dim=slot_dim, keepdim=True))
+    return _DoubleNormalize.apply(logits, token_dim, slot_dim, eps)
 
 
 class ExternalAttention(nn.Module):
