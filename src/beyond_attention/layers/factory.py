@@ -2,7 +2,8 @@
 
 Every mixer returned here maps tokens (B, N, C) -> (B, N, C). Mixers that need the token
 layout say so: ``lambda`` needs the grid (H, W) with N == H * W (no class token), the
-token-axis MLPs need the token count N.
+token-axis MLPs need the token count N. ``less`` carries the previous layer's attention
+(``carries_attention = True``: ``forward(x, attn_state) -> (out, attn_state)``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,68 @@ class LambdaTokenMixer(nn.Module):
         return rearrange(y, "b c h w -> b (h w) c")
 
 
+class LessAttentionMixer(nn.Module):
+    """LaViT's attention on plain tokens, for models that stack identical blocks (a ViT).
+
+    The first ``num_vanilla`` layers of the stack are vanilla attention
+    (:class:`~beyond_attention.layers.less_attention.VanillaAttention`, full self-attention
+    that also returns its pre-softmax scores); every later layer is a
+    :class:`~beyond_attention.layers.less_attention.LessAttention` layer that transforms the
+    scores of the layer before it instead of computing ``Q K^T``. The mixer carries the
+    scores from block to block (``carries_attention = True``)::
+
+        forward(x, attn_state) -> (out, scores)     x (B, N, C), scores (B, h, N, N)
+
+    A vanilla layer ignores ``attn_state`` (it may be ``None``); a less-attention layer
+    requires the previous layer's scores. The query transform Psi (N x N) is used when
+    ``query_transform`` is true (default: when N <= 256, where it is affordable).
+    """
+
+    carries_attention = True
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_tokens: int,
+        vanilla: bool,
+        query_transform: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        from .less_attention import LessAttention, VanillaAttention
+
+        self.dim = dim
+        self.vanilla = vanilla
+        if vanilla:
+            self.attn = VanillaAttention(dim, num_heads=num_heads, **kwargs)
+        else:
+            if query_transform is None:
+                query_transform = num_tokens <= 256
+            self.attn = LessAttention(
+                dim,
+                num_heads=num_heads,
+                num_keys=num_tokens,
+                num_queries=num_tokens if query_transform else None,
+                **kwargs,
+            )
+
+    def forward(
+        self, x: torch.Tensor, attn_state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.vanilla:
+            return self.attn(x)
+        if attn_state is None:
+            raise ValueError(
+                "attn_state must hold the previous layer's scores (B, h, N, N): a "
+                "less-attention layer has no Q K^T of its own; put a vanilla layer first"
+            )
+        return self.attn(x, attn_state)
+
+    def extra_repr(self) -> str:
+        return f"vanilla={self.vanilla}"
+
+
 def _require(value: Any, arg: str, mixer: str) -> Any:
     if value is None:
         raise ValueError(f"mixer {mixer!r} needs {arg}=...")
@@ -73,6 +136,12 @@ def _lambda(dim, num_heads, num_tokens, grid_size, **kw):
     return LambdaTokenMixer(dim, grid, **kw)
 
 
+def _less(dim, num_heads, num_tokens, grid_size, layer_index=0, num_vanilla=1, **kw):
+    n = _require(num_tokens, "num_tokens", "less")
+    vanilla = layer_index < num_vanilla
+    return LessAttentionMixer(dim, num_heads or 8, n, vanilla=vanilla, **kw)
+
+
 def _mlp_mixer(dim, num_heads, num_tokens, grid_size, **kw):
     n = _require(num_tokens, "num_tokens", "mlp_mixer")
     kw.setdefault("hidden", dim // 2)
@@ -88,6 +157,7 @@ _MIXERS: dict[str, Callable[..., nn.Module]] = {
     "external": _external,
     "external_mh": _external_mh,
     "lambda": _lambda,
+    "less": _less,
     "mlp_mixer": _mlp_mixer,
     "feedforward": _feedforward,
 }
@@ -102,6 +172,7 @@ def create_mixer(
     num_heads: int | None = None,
     num_tokens: int | None = None,
     grid_size: tuple[int, int] | None = None,
+    layer_index: int = 0,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the token mixer ``name`` for width ``dim``.
@@ -113,10 +184,15 @@ def create_mixer(
             8 for self-attention and multi-head EA, 4 for the lambda layer).
         num_tokens: N, needed by the token-axis MLPs (``mlp_mixer``, ``feedforward``).
         grid_size: (H, W) of the token grid, needed by ``lambda`` (N must equal H * W).
+        layer_index: the block's position in its stack; only ``less`` uses it: blocks before
+            ``num_vanilla`` (a ``less`` keyword, default 1) are vanilla attention, later ones
+            less-attention layers (see :class:`LessAttentionMixer`). Others ignore it.
         **kwargs: passed to the mixer's constructor (``memory_size``, ``r``, ...).
 
     Returns a module mapping (B, N, C) -> (B, N, C).
     """
     if name not in _MIXERS:
         raise ValueError(f"unknown mixer name {name!r}; expected one of {', '.join(_MIXERS)}")
+    if name == "less":
+        kwargs["layer_index"] = layer_index
     return _MIXERS[name](dim, num_heads, num_tokens, grid_size, **kwargs)
