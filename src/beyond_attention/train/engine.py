@@ -1,0 +1,505 @@
+"""The training loop: one function, :func:`train`, that reads top to bottom.
+
+Per step: reseed the random generators from ``(seed, rank, step)``; set the learning rate
+(warm-up + cosine, :func:`~beyond_attention.train.optim.lr_at`); move the uint8 batch to
+the device and augment it there; forward under autocast; cross-entropy with label
+smoothing (soft targets under MixUp/CutMix) plus ``aux_weight * model.auxiliary_loss()``
+when the model has one (LaViT's diagonality loss); backward (scaled under fp16); clip the
+gradient norm; AdamW step; EMA update. Every ``save_every`` steps and at the end of each
+epoch, rank 0 writes ``last.*``; at the end of each epoch it evaluates, appends a line to
+``metrics.jsonl`` and keeps ``best.safetensors``; at the end, ``final.json``.
+
+Resuming restores the weights, AdamW moments, EMA, scaler, counters and the running sums
+of the epoch in progress, then continues the same epoch's permutation at the saved batch;
+because the generators are reseeded from the step, the continued run draws the same
+augmentations and reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..data import BatchLoader, ImageDataset, Normalize, TrainAugment, find_dataset
+from ..data.cache import atomic_write_json
+from . import distributed as D
+from .checkpoint import (
+    CheckpointError,
+    check_model_name,
+    load_checkpoint,
+    load_optimizer_state,
+    model_metadata,
+    optimizer_state,
+    save_checkpoint,
+    save_safetensors,
+)
+from .optim import ModelEma, build_optimizer, lr_at
+
+DEFAULT_MODEL = "resnet26_cifar"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (the ``train`` command's flags).
+
+    ``batch_size`` is the global batch: under DDP each of K processes takes
+    ``batch_size / K`` samples per step, so the optimisation does not depend on K.
+    ``warmup`` is in epochs (fractions allowed). ``ema`` is the EMA decay (0: off).
+    ``amp`` is ``off``, ``auto`` (bfloat16 on CPU; bfloat16 on GPUs that support it, else
+    float16), ``bf16`` or ``fp16``.
+
+    The defaults make a short real run: one epoch of ``DEFAULT_MODEL`` on a fixed
+    10,000-image subset of the training split, validated on 2,000 images of the ``val`` (or
+    ``test``) split; ``limit_train=None, limit_val=None`` and more ``epochs`` train in full.
+    """
+
+    model: str = DEFAULT_MODEL
+    data: str | None = None
+    dataset: str = "auto"
+    train_split: str = "train"
+    val_split: str | None = None
+    epochs: int = 1
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup: float = 0.2
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    randaugment: tuple[int, int] | None = None
+    trivialaugment: bool = False
+    crop_padding: int = 4
+    hflip: float = 0.5
+    drop_path: float = 0.0
+    ema: float = 0.0
+    amp: str = "off"
+    clip_grad: float = 1.0
+    aux_weight: float = 1.0
+    seed: int = 0
+    out: str | None = None
+    resume: str | None = None
+    save_every: int = 200
+    workers: int = 1
+    max_steps_per_epoch: int | None = None
+    limit_train: int | None = 10000
+    limit_val: int | None = 2000
+    download: bool = False
+    cache_dir: str | None = None
+    img_size: int | None = None
+    device: str = "auto"
+    threads: int | None = None
+    quiet: bool = False
+    stop_after_steps: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["randaugment"] = list(self.randaugment) if self.randaugment else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if d.get("randaugment") is not None:
+            d["randaugment"] = tuple(d["randaugment"])
+        return cls(**d)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for (run seed, rank, global step): distinct streams for every pair."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device`` (None: full precision)."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if amp in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if amp in ("fp16", "float16"):
+        if device.type != "cuda":
+            raise ValueError("amp 'fp16' needs a GPU; use 'bf16' on CPU")
+        return torch.float16
+    raise ValueError(f"amp must be off, auto, bf16 or fp16, got {amp!r}")
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of ``(B, K)`` logits against ``(B,)`` labels (with label
+    smoothing) or ``(B, K)`` soft targets (smoothing already folded in), in float32."""
+    logits = logits.float()
+    if targets.ndim == 1:
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def build_model(name: str, num_classes: int, in_chans: int, img_size: tuple[int, int],
+                drop_path: float = 0.0, **kwargs: Any) -> nn.Module:
+    """``create_model`` for a dataset's classes, channels and image size."""
+    import beyond_attention.models  # noqa: F401  (registers the model families)
+    from beyond_attention.models._registry import create_model
+
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                        drop_path_rate=drop_path, **kwargs)
+
+
+def norm_stats(model: nn.Module, data: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's mean/std when they have one value per data channel, else the training
+    data's own per-channel statistics."""
+    config = getattr(model, "config", None)
+    mean, std = getattr(config, "mean", None), getattr(config, "std", None)
+    if mean is not None and std is not None and len(mean) == len(std) == data.channels:
+        return tuple(mean), tuple(std)
+    return data.channel_stats()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, normalize: nn.Module, device: torch.device,
+             num_classes: int, dtype: torch.dtype | None = None,
+             info: D.DistInfo | None = None) -> dict[str, Any]:
+    """Top-1, top-5, mean loss and per-class accuracy of ``model`` over ``loader``.
+
+    Under DDP each process evaluates its shard (no padding) and the sums are added up, so
+    every sample counts exactly once. Returns ``{"loss", "top1", "top5", "count",
+    "per_class": [accuracy of class k or None if absent], "class_count": [...]}`` with
+    accuracies in percent.
+    """
+    model.eval()
+    k5 = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    per_class = torch.zeros(2, num_classes, dtype=torch.float64, device=device)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(normalize(images))
+        logits = logits.float()
+        top = logits.topk(k5, dim=-1).indices
+        hit1 = top[:, 0] == labels
+        hit5 = (top == labels[:, None]).any(-1)
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
+                             hit1.sum(), hit5.sum(), torch.tensor(len(labels), device=device)]
+                            ).double()
+        per_class[0].index_add_(0, labels, hit1.double())
+        per_class[1].index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    if info is not None:
+        D.all_reduce_sum(sums, info)
+        D.all_reduce_sum(per_class, info)
+    loss, c1, c5, n = sums.tolist()
+    correct, count = per_class.tolist()
+    n = max(n, 1.0)
+    return {
+        "loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n),
+        "per_class": [100.0 * c / k if k else None for c, k in zip(correct, count, strict=True)],
+        "class_count": [int(k) for k in count],
+    }
+
+
+def _log(msg: str, info: D.DistInfo, quiet: bool) -> None:
+    if info.is_main and not quiet:
+        print(msg, flush=True)
+
+
+def _default_out(cfg: TrainConfig, dataset_name: str) -> Path:
+    return Path("runs") / f"{cfg.model}-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
+    """The training split and the validation split (``val`` if present, else ``test``)."""
+    source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
+    train_set = source.load(cfg.train_split, img_size=cfg.img_size, cache_dir=cfg.cache_dir)
+    val_name = cfg.val_split
+    if val_name is None:
+        splits = source.splits(cfg.cache_dir, cfg.img_size) or []
+        val_name = "val" if "val" in splits else "test" if "test" in splits else None
+    val_set = None
+    if val_name not in (None, "none"):
+        val_set = source.load(val_name, img_size=cfg.img_size, cache_dir=cfg.cache_dir)
+        val_set = val_set.subset(cfg.limit_val)
+    return train_set.subset(cfg.limit_train), val_set
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg``'s data; return the contents of ``final.json``.
+
+    Launch under ``torchrun`` for DDP. Only rank 0 writes files and prints.
+    """
+    info = D.setup(cfg.device)
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, info, info.device)
+    finally:
+        torch.set_num_threads(threads)
+        D.teardown(info)
+
+
+def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.epochs <= 0 or cfg.batch_size <= 0:
+        raise ValueError(f"epochs and batch_size must be positive, got {cfg.epochs}, "
+                         f"{cfg.batch_size}")
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of "
+                         f"processes {info.world_size}")
+    if cfg.resume in ("", "auto") and cfg.out is None:
+        raise ValueError("--resume needs the run's directory: pass --out DIR (or --resume "
+                         "DIR/last.json)")
+
+    # -- data: rank 0 first (it may decode and cache an image folder), then the others
+    t_data = time.perf_counter()
+    if info.is_main:
+        train_set, val_set = _load_data(cfg)
+    D.barrier(info)
+    if not info.is_main:
+        train_set, val_set = _load_data(cfg)
+    img_size = (cfg.img_size, cfg.img_size) if cfg.img_size else train_set.image_size
+    cache = train_set.extra.get("cache")
+    _log(f"data: {train_set!r}" + (f", val {val_set!r}" if val_set is not None else "")
+         + f"; loaded in {time.perf_counter() - t_data:.1f} s"
+         + (f" (decode cache: {cache})" if cache else ""), info, cfg.quiet)
+
+    # -- model, optimiser, EMA, scaler
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, train_set.num_classes, train_set.channels, img_size,
+                        cfg.drop_path, **cfg.model_kwargs).to(device)
+    mean, std = norm_stats(model, train_set)
+    meta = model_metadata(cfg.model, train_set.num_classes, train_set.channels, img_size, mean,
+                          std, train_set.classes)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    ema = ModelEma(model, cfg.ema) if cfg.ema > 0 else None
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    has_aux = cfg.aux_weight > 0 and callable(getattr(model, "auxiliary_loss", None))
+
+    per_rank = cfg.batch_size // info.world_size
+    loader = BatchLoader(train_set, per_rank, shuffle=True, seed=cfg.seed, drop_last=True,
+                         rank=info.rank, world_size=info.world_size, workers=cfg.workers,
+                         pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = min(total_steps, round(cfg.warmup * steps_per_epoch))
+    val_loader = None
+    if val_set is not None:
+        val_loader = BatchLoader(val_set, cfg.eval_batch_size or 2 * per_rank, rank=info.rank,
+                                 world_size=info.world_size, pad=False)
+    augment = TrainAugment(mean, std, train_set.num_classes, img_size, cfg.crop_padding,
+                           cfg.hflip, cfg.randaugment, cfg.trivialaugment, cfg.mixup, cfg.cutmix,
+                           label_smoothing=cfg.label_smoothing).to(device)
+    normalize = Normalize(mean, std, img_size).to(device)
+
+    # -- output directory and resume
+    resume_path = None
+    if cfg.resume not in (None, "", "auto"):
+        resume_path = Path(cfg.resume)
+        resume_path = resume_path / "last.json" if resume_path.is_dir() else resume_path
+    if cfg.out:
+        out = Path(cfg.out)
+    elif resume_path is not None:
+        out = resume_path.parent
+    else:
+        out = _default_out(cfg, train_set.name)
+    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
+                             "best_top1": None, "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0]}
+    if resume_path is not None and not resume_path.is_file():
+        raise CheckpointError(f"checkpoint {resume_path} (--resume) does not exist")
+    if cfg.resume in ("", "auto"):
+        resume_path = out / "last.json"
+        if not resume_path.is_file():  # a first start and a restart share one command
+            _log(f"no checkpoint at {resume_path}: starting afresh", info, cfg.quiet)
+            resume_path = None
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        check_model_name(cfg.model, ckpt.info.get("config", {}).get("model"), resume_path)
+        model.load_state_dict(ckpt.model_state)
+        load_optimizer_state(optimizer, ckpt.state_tensors, ckpt.info["optimizer"])
+        if ema is not None:
+            ema_sd = {k[4:]: v for k, v in ckpt.state_tensors.items() if k.startswith("ema.")}
+            if not ema_sd:
+                raise CheckpointError(f"{resume_path} has no EMA weights, but --ema is on")
+            ema.load_state_dict(ema_sd)
+        if ckpt.info.get("scaler"):
+            scaler.load_state_dict(ckpt.info["scaler"])
+        state.update(ckpt.info["state"])
+        old = ckpt.info.get("config", {})
+        changed = [k for k in ("batch_size", "epochs", "lr", "seed", "limit_train",
+                               "max_steps_per_epoch") if k in old and old[k] != getattr(cfg, k)]
+        if changed or ckpt.info.get("world_size", info.world_size) != info.world_size:
+            _log(f"warning: resuming with changed settings {changed} (or process count): the "
+                 f"result will differ from an uninterrupted run", info, cfg.quiet)
+        _log(f"resumed from {resume_path}: epoch {state['epoch'] + 1}, after step "
+             f"{state['step_in_epoch']} of the epoch (global step {state['global_step']})",
+             info, cfg.quiet)
+    if resume_path is not None and state["epoch"] >= cfg.epochs:
+        final_path = out / "final.json"
+        _log(f"the run in {out} is already complete ({state['epoch']} epochs)", info, cfg.quiet)
+        return json.loads(final_path.read_text()) if final_path.is_file() else {}
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics_file = out / "metrics.jsonl"
+        lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+        keep = [ln for ln in lines if resume_path and json.loads(ln)["epoch"] < state["epoch"]]
+        metrics_file.write_text("".join(ln + "\n" for ln in keep))
+    _log(f"model {cfg.model}: {n_params / 1e6:.3f}M parameters; {steps_per_epoch} steps/epoch "
+         f"x {cfg.epochs} epochs, batch {cfg.batch_size} on {info.world_size} x {device}; "
+         f"out {out}", info, cfg.quiet)
+
+    ddp_model = model
+    if info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def save_last(epoch: int, step_in_epoch: int, global_step: int, sums: torch.Tensor) -> None:
+        tensors, opt_info = optimizer_state(optimizer)
+        if ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        record = {
+            "config": cfg.to_dict(), "world_size": info.world_size, "params": n_params,
+            "dataset": train_set.name,
+            "state": {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                      "global_step": global_step, "sums": sums.tolist()},
+            "optimizer": opt_info, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        }
+        save_checkpoint(out, "last", model_state=model.state_dict(), model_meta=meta,
+                        state_tensors=tensors, info=record)
+
+    last_val: dict[str, Any] = {}
+    show_bar = info.is_main and not cfg.quiet and sys.stderr.isatty()
+    for epoch in range(state["epoch"], cfg.epochs):
+        loader.set_epoch(epoch)
+        start = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        sums = torch.tensor(state["sums"] if start else [0.0, 0.0, 0.0], dtype=torch.float64,
+                            device=device)  # loss * n, correct, n (this rank; all ranks if
+        # restored: rank 0 carries the reduced sums of a resumed epoch)
+        if start and not info.is_main:
+            sums.zero_()
+        ddp_model.train()
+        t_epoch, seen = time.perf_counter(), 0
+        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not show_bar, dynamic_ncols=True, leave=False)
+        step = epoch * steps_per_epoch + start
+        for i, (images, labels) in enumerate(loader.iter_from(start), start):
+            if i >= steps_per_epoch:
+                break
+            step = epoch * steps_per_epoch + i
+            torch.manual_seed(step_seed(cfg.seed, info.rank, step))
+            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            x, targets = augment(images, labels)
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                logits = ddp_model(x)
+                loss = soft_cross_entropy(logits, targets, cfg.label_smoothing)
+                if has_aux:
+                    loss = loss + cfg.aux_weight * model.auxiliary_loss()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model, step)
+            with torch.no_grad():
+                correct = (logits.argmax(-1) == labels).sum()
+                sums += torch.stack([loss.detach().double() * len(labels), correct.double(),
+                                     torch.tensor(float(len(labels)), dtype=torch.float64,
+                                                  device=device)])
+            seen += len(labels) * info.world_size
+            if show_bar:
+                bar.update(1)
+                if i % 10 == 0 or i + 1 == steps_per_epoch:
+                    s = sums.tolist()
+                    rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
+                    bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}",
+                                    img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+            done = i + 1
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and done < steps_per_epoch:
+                reduced = D.all_reduce_sum(sums.clone(), info)
+                if info.is_main:
+                    save_last(epoch, done, step + 1, reduced)
+            if cfg.stop_after_steps is not None and step + 1 >= cfg.stop_after_steps:
+                D.barrier(info)
+                os.kill(os.getpid(), signal.SIGKILL)  # a hard kill, as a test of --resume
+        bar.close()
+        train_time = time.perf_counter() - t_epoch
+        D.all_reduce_sum(sums, info)
+        loss_sum, correct, n = sums.tolist()
+        # -- evaluate, record, checkpoint
+        eval_model = ema.module if ema is not None else model
+        last_val = evaluate(eval_model, val_loader, normalize, device, train_set.num_classes,
+                            dtype, info) if val_loader is not None else {}
+        seconds = time.perf_counter() - t_epoch
+        state["train_seconds"] += seconds
+        record = {
+            "epoch": epoch, "train_loss": loss_sum / max(n, 1),
+            "train_top1": 100 * correct / max(n, 1), "val_loss": last_val.get("loss"),
+            "val_top1": last_val.get("top1"), "val_top5": last_val.get("top5"),
+            "val_count": last_val.get("count"),
+            "lr": lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr),
+            "images_per_s": seen / max(train_time, 1e-9), "seconds": seconds,
+            "steps": (epoch + 1) * steps_per_epoch,
+        }
+        score = last_val.get("top1", -1.0)
+        is_best = state["best_top1"] is None or score > state["best_top1"]
+        if is_best:
+            state["best_top1"] = score
+        if info.is_main:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if is_best:
+                save_safetensors(out / "best.safetensors", eval_model.state_dict(),
+                                 {**meta, "epoch": epoch, "val_top1": score})
+            save_last(epoch + 1, 0, (epoch + 1) * steps_per_epoch, torch.zeros(3))
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        val_msg = (f"val top-1 {last_val['top1']:.2f} top-5 {last_val['top5']:.2f}"
+                   if last_val else "no validation split")
+        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+             f"top-1 {record['train_top1']:.2f}, {val_msg}, {record['images_per_s']:.0f} img/s, "
+             f"{seconds:.1f} s", info, cfg.quiet)
+
+    final = {
+        "model": cfg.model, "dataset": train_set.name, "epochs": cfg.epochs,
+        "top1": last_val.get("top1"), "top5": last_val.get("top5"),
+        "best_top1": state["best_top1"] if last_val else None,
+        "params": n_params, "train_seconds": state["train_seconds"],
+        "wall_seconds": time.perf_counter() - t_start,
+        "train_images": len(train_set), "val_images": len(val_set) if val_set else 0,
+        "val_split": val_set.split if val_set is not None else None,
+        "steps": total_steps, "world_size": info.world_size, "device": str(device),
+        "amp": str(dtype).replace("torch.", "") if dtype else "off",
+        "per_class_top1": dict(zip(train_set.classes, last_val.get("per_class", []),
+                                   strict=False)),
+        "out": str(out), "config": cfg.to_dict(),
+    }
+    if info.is_main:
+        atomic_write_json(out / "final.json", final)
+        _log(f"done: {out / 'final.json'}", info, cfg.quiet)
+    return final
+
