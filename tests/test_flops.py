@@ -117,3 +117,22 @@ def test_bad_input_size():
 def test_docstrings_state_what_is_not_counted():
     for doc in (flops.__doc__, count.__doc__):
         assert "not counted" in doc.lower()
+
+
+def test_lambda_position_lambdas_are_counted_as_the_direct_correlation():
+    from beyond_attention.layers import LambdaLayer
+
+    b, d, h, w, k, u, heads, r = 1, 32, 9, 9, 4, 1, 4, 5
+    x = torch.randn(b, d, h, w)
+    counts = {}
+    for impl in ("conv", "fft"):
+        layer = LambdaLayer(d, dim_k=k, heads=heads, dim_u=u, r=r, position_impl=impl)
+        counts[impl] = count(layer, inputs=x).macs
+        assert layer.position_impl == impl  # restored after counting
+    v, n = d // heads, h * w
+    projections = n * d * (k * heads + k * u + v * u)
+    content = k * v * u * n  # lambda_c = sum_m K V^T
+    position = n * r * r * k * v * u  # lambda_p: the r x r correlation of V
+    output = heads * k * v * n  # y_n = (lambda_c + lambda_p[n])^T q_n
+    assert counts["fft"] == counts["conv"]
+    assert counts["conv"] == projections + content + position + output

@@ -7,6 +7,9 @@ of every dimension, and scaled dot-product attention. One multiply-accumulate is
 FLOPs; papers that say "FLOPs" usually mean multiply-accumulates (MACs), so
 :class:`FlopCount` reports both.
 
+Lambda layers are counted as the direct correlation of their position lambdas
+(``b n r^2 k v u`` MACs, the paper's figure), also where they evaluate it through FFTs.
+
 What is NOT counted: softmax, normalisations (LayerNorm, BatchNorm, the L1 normalisation of
 external attention), activations, additions, scaling, pooling and every other elementwise or
 reduction op. Their cost is linear in the tensor size and small beside the products, and
@@ -22,7 +25,8 @@ backend's two ``bmm`` calls give).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +34,8 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+from .layers.lambda_layer import LambdaLayer
 
 __all__ = ["FlopCount", "count", "sdpa_cpu_flops"]
 
@@ -188,6 +194,26 @@ def _count_fake(
         return _count(model, (x,), shape, backward=False)
 
 
+@contextlib.contextmanager
+def _direct_position_lambdas(model: nn.Module) -> Iterator[None]:
+    """Count lambda layers' position lambdas as the direct correlation they compute.
+
+    :class:`~beyond_attention.layers.lambda_layer.LambdaLayer` may evaluate its position
+    correlation through FFTs (faster for large kernels), which FlopCounterMode does not
+    count; the paper's cost, Theta(b n r^2 k v), is the direct convolution's, so counting
+    switches every lambda layer to its ``"conv"`` path and restores it afterwards.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LambdaLayer)]
+    saved = [m.position_impl for m in layers]
+    for m in layers:
+        m.position_impl = "conv"
+    try:
+        yield
+    finally:
+        for m, impl in zip(layers, saved, strict=True):
+            m.position_impl = impl
+
+
 def _count(
     model: nn.Module, args: tuple[Any, ...], shape: tuple[int, ...], backward: bool
 ) -> FlopCount:
@@ -196,7 +222,7 @@ def _count(
     model.eval()
     mode = FlopCounterMode(display=False, depth=None, custom_mapping=sdpa_cpu_flops())
     try:
-        with torch.set_grad_enabled(backward), mode:
+        with torch.set_grad_enabled(backward), _direct_position_lambdas(model), mode:
             out = model(*args)
             if backward:
                 tensors = out if isinstance(out, (tuple, list)) else (out,)

@@ -9,22 +9,31 @@ from .external_attention import (
     ExternalAttentionBlock2d,
     MultiHeadExternalAttention,
 )
-from .factory import MIXER_NAMES, LambdaTokenMixer, create_mixer
+from .factory import MIXER_NAMES, LambdaTokenMixer, LessAttentionMixer, create_mixer
+from .lambda_layer import LambdaLayer, relative_position_lambdas
+from .less_attention import AttentionDownsample, LessAttention, VanillaAttention, diagonality_loss
 from .mlp import Mlp
 from .self_attention import SelfAttention
 from .token_mlp import FeedForwardMixer, TokenMixingMLP
 
 __all__ = [
     "MIXER_NAMES",
+    "AttentionDownsample",
     "DropPath",
     "ExternalAttention",
     "ExternalAttentionBlock2d",
     "FeedForwardMixer",
+    "LambdaLayer",
     "LambdaTokenMixer",
+    "LessAttention",
+    "LessAttentionMixer",
     "Mlp",
     "MultiHeadExternalAttention",
     "SelfAttention",
     "TokenMixingMLP",
+    "VanillaAttention",
     "create_mixer",
+    "diagonality_loss",
     "drop_path",
+    "relative_position_lambdas",
 ]

@@ -1,0 +1,387 @@
+"""The lambda layer of LambdaNetworks (Bello, ICLR 2021, arXiv 2102.08602).
+
+A lambda layer summarises its context into a small linear function, the *lambda*, and applies
+it to every query, instead of building an (N, M) attention map. With queries from the input
+and keys/values from the same feature map (n = m = H*W positions):
+
+    Q = BN(X W_q)              (b, h, k, n)      h heads of depth k
+    K = softmax_m(X W_k)       (b, u, k, m)      keys normalised over the context positions m
+    V = BN(X W_v)              (b, u, v, m)      v = d_out / h, intra-depth u
+    content lambda     L_c    = sum_{m,u} K[u,k,m] V[u,v,m]               (b, k, v)
+    position lambdas   L_p[n] = sum_{m,u} E[n,m,k,u] V[u,v,m]             (b, k, v, n)
+    output             y[h,v,n] = sum_k Q[h,k,n] (L_c[k,v] + L_p[k,v,n])  heads concatenated
+
+Multi-query: the h heads share one lambda. The position embeddings are relative,
+``E[n, m] = R[m - n]``, with ``R`` indexed by the offset of the context position m from
+the query position n (row offset first), so the position lambdas are a 2-D correlation of
+V with the kernel R::
+
+    L_p[b,k,v,n] = sum_{t,u} R[k,u,t] V[b,u,v,n+t]        (V = 0 outside the map)
+
+- local, the paper's *lambda convolution* (``r``): R is an r x r kernel, ``pos_conv`` =
+  Conv3d(u -> k, kernel (1, r, r), padding (0, r//2, r//2)) over V laid out (b, u, v, H, W);
+- global (``feat_size=(H, W)``): R is a learnable table of (2H-1, 2W-1, k, u) covering every
+  offset inside the map; it is the same correlation with a (2H-1) x (2W-1) kernel and
+  padding (H-1, W-1). The (N, N, k, u) table ``E[n, m]`` is never gathered: the correlation
+  runs as a direct convolution or through the FFT (faster for large maps and kernels), both
+  O(b n k v) in memory.
+
+Striding: ``stride=2`` follows the layer by a 3x3 average pool with stride 2, the paper's
+replacement for a strided convolution.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ._validate import check_divisible, check_image
+
+PositionImpl = Literal["auto", "conv", "fft"]
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# ``position_impl="auto"``: single-thread CPU timings of the position lambdas (B=8, v=64, k=16,
+# u=1; H=W in 14, 28, 56; kernels 3..111) put the chunked FFT ahead of the direct correlation
+# for forward+backward once the map has >= 400 positions and the kernel >= 7x7, and for the
+# forward alone once the map has >= 1024 positions and the kernel >= 20x20.
+_AUTO_FFT_TRAIN = (400, 49)  # (min map positions, min kernel area) when gradients are needed
+_AUTO_FFT_INFER = (1024, 400)  # the same for inference
+# Complex elements per FFT chunk (4 MB in complex64).
+_FFT_CHUNK_ELEMENTS = 2**19
+
+
+def _fft_len(n: int) -> int:
+    """Smallest 7-smooth integer (only prime factors 2, 3, 5, 7) that is >= n: a fast FFT size."""
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _to_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 to float32 (softmax and normalisations under autocast)."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+class _RelativeCorrelation(torch.autograd.Function):
+    """``out[B,k,n] = sum_{u,t} R[k,u,t] V[B,u,n+t]``, zero padding, as ``conv2d`` with a
+    backward made of forward convolutions.
+
+    The autograd backward of a large-kernel ``conv2d`` on CPU falls onto slow paths (its
+    weight gradient at 28x28 with a 55x55 kernel takes ~50x the forward). The gradients here
+    are the same correlations with the roles of the operands swapped, which run as fast
+    forward convolutions:
+
+        dR[k,u,t] = sum_{B,n} G[B,k,n] V[B,u,n+t]    conv2d(pad(V)^T, G^T)
+        dV[B,u,m] = sum_{k,n} G[B,k,n] R[k,u,m-n]    conv2d(pad(R)^T, flip(G)) (kernel ~ map)
+                                                     or conv_transpose2d(G, R)  (small kernel)
+    The backward is built from differentiable ops, so double backward works too.
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+        out = F.conv2d(values, kernel, padding=(ph, pw))
+        # Save what the convolution used (autocast may have lowered it): the backward runs
+        # outside autocast and needs one dtype; autograd casts the gradients back.
+        ctx.save_for_backward(values.to(out.dtype), kernel.to(out.dtype))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        values, kernel = ctx.saved_tensors
+        grad = grad.to(values.dtype)
+        hh, ww = values.shape[-2:]
+        ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+        grad_values = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            if (2 * ph + 1) * (2 * pw + 1) * 2 >= hh * ww:
+                # Batch u, channels k, kernel = the flipped output gradient (H x W).
+                padded = F.pad(kernel.transpose(0, 1), (ww - 1 - pw,) * 2 + (hh - 1 - ph,) * 2)
+                grad_values = F.conv2d(padded, grad.flip(-2, -1)).transpose(0, 1)
+            else:
+                grad_values = F.conv_transpose2d(grad, kernel, padding=(ph, pw))
+        if ctx.needs_input_grad[1]:
+            # Batch u, channels B, kernel = the output gradient (H x W).
+            padded = F.pad(values, (pw, pw, ph, ph)).transpose(0, 1)
+            grad_kernel = F.conv2d(padded, grad.transpose(0, 1)).transpose(0, 1)
+        return grad_values, grad_kernel
+
+
+def relative_position_lambdas(
+    values: torch.Tensor, kernel: torch.Tensor, impl: PositionImpl = "auto"
+) -> torch.Tensor:
+    """Position lambdas ``L_p[b,k,v,n] = sum_{t,u} R[k,u,t] V[b,u,v,n+t]`` (zero padding).
+
+    Args:
+        values: V laid out (b, u, v, H, W).
+        kernel: the relative embeddings R as (k, u, KH, KW) with KH, KW odd; the centre
+            ``(KH // 2, KW // 2)`` is the offset (0, 0) and index ``(i, j)`` the offset
+            ``(i - KH // 2, j - KW // 2)`` of the context position from the query.
+        impl: ``"conv"`` (direct correlation: the paper's Conv3d over (b, u, v, H, W) with a
+            (1, KH, KW) kernel, run as a ``conv2d`` with v folded into the batch),
+            ``"fft"`` (circular correlation of zero-padded maps, exact), or ``"auto"``.
+
+    Returns:
+        (b, k, v, H, W). Offsets beyond the map (|i| >= H) never meet a value, so the kernel is
+        first cropped to at most (2H-1) x (2W-1). Memory O(b k v H W); no (N, N) table.
+    """
+    b, u, v, hh, ww = values.shape
+    kh, kw = kernel.shape[-2:]
+    ph, pw = min(kh // 2, hh - 1), min(kw // 2, ww - 1)
+    kernel = kernel[..., kh // 2 - ph : kh // 2 + ph + 1, kw // 2 - pw : kw // 2 + pw + 1]
+    if impl == "auto":
+        needs_grad = torch.is_grad_enabled() and (values.requires_grad or kernel.requires_grad)
+        impl = _auto_impl(hh, ww, ph, pw, needs_grad)
+    folded = rearrange(values, "b u v x y -> (b v) u x y")  # v joins the batch: conv2d
+    if impl == "conv":
+        out = _RelativeCorrelation.apply(folded, kernel.to(values.dtype))
+    elif impl == "fft":
+        out = _correlate_fft(folded, kernel)
+    else:
+        raise ValueError(f"impl must be 'auto', 'conv' or 'fft', got {impl!r}")
+    return rearrange(out, "(b v) k x y -> b k v x y", b=b)
+
+
+def _auto_impl(hh: int, ww: int, ph: int, pw: int, needs_grad: bool) -> Literal["conv", "fft"]:
+    """Direct correlation for small maps or kernels, FFT for large ones (see _AUTO_FFT_*)."""
+    min_positions, min_area = _AUTO_FFT_TRAIN if needs_grad else _AUTO_FFT_INFER
+    large = hh * ww >= min_positions and (2 * ph + 1) * (2 * pw + 1) >= min_area
+    return "fft" if large else "conv"
+
+
+def _correlate_fft(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``out[B,k,n] = sum_{u,t} R[k,u,t] V[B,u,n+t]`` (zero padding) through the FFT.
+
+    values (B, u, H, W), kernel (k, u, 2p+1, 2q+1) with p < H, q < W -> (B, k, H, W).
+    A circular correlation over L >= H + p rows (and L' >= W + q columns) equals the
+    zero-padded one: offsets the kernel does not cover (p < |d| < H) land on zeros of the
+    wrapped kernel. Runs in float32 for half inputs, over chunks of B so that the complex
+    intermediates stay a few MB (several times faster on CPU than one large batch).
+    """
+    out_dtype = values.dtype
+    big, u, hh, ww = values.shape
+    k = kernel.shape[0]
+    ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+    lh, lw = _fft_len(hh + ph), _fft_len(ww + pw)
+    with torch.autocast(values.device.type, enabled=False):
+        values = _to_fp32(values)
+        w = F.pad(kernel.to(values.dtype), (0, lw - 2 * pw - 1, 0, lh - 2 * ph - 1))
+        w = torch.roll(w, shifts=(-ph, -pw), dims=(-2, -1))  # w[t mod L] = R[t + p]
+        w_f = torch.fft.rfft2(w).conj()  # (k, u, L, L'/2+1)
+        chunk = max(1, _FFT_CHUNK_ELEMENTS // (k * lh * (lw // 2 + 1)))
+        outs = []
+        for start in range(0, big, chunk):
+            v_f = torch.fft.rfft2(values[start : start + chunk], s=(lh, lw))  # (B', u, L, .)
+            out_f = sum(v_f[:, None, i] * w_f[None, :, i] for i in range(u))  # sum over u
+            outs.append(torch.fft.irfft2(out_f, s=(lh, lw))[..., :hh, :ww])
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return out.to(out_dtype)
+
+
+class LambdaLayer(nn.Module):
+    """Multi-query lambda layer with content and (optionally) relative position lambdas.
+
+    Implements SPEC 2.1 (paper Sec. 3 and its pseudo-code):
+    ``y_n = (L_c + L_p[n])^T q_n`` per head, with
+    ``L_c = sum_m softmax_m(K)_m V_m^T`` and ``L_p[n] = sum_m E[n,m] V_m^T`` (see module
+    docstring for the index form and the relative-offset convention ``E[n, m] = R[m - n]``).
+
+    Args:
+        dim: input channels d.
+        dim_out: output channels (default ``dim``); must be divisible by ``heads``.
+        dim_k: query/key depth k (paper default 16).
+        heads: query heads h (default 4); the value depth is ``v = dim_out // heads``.
+        dim_u: intra-depth u (default 1).
+        r: odd size of the local context of the lambda convolution (paper: 23).
+        feat_size: ``(H, W)`` (or ``H`` for a square map) of the global relative position
+            table (2H-1, 2W-1, k, u); the input must then be exactly (H, W).
+            Exactly one of ``r`` / ``feat_size`` gives position lambdas; neither gives the
+            content lambda only.
+        stride: 1, or 2 to append ``AvgPool2d(3, 2, padding=1)``.
+        position_impl: how the position correlation runs: ``"conv"`` (direct), ``"fft"`` or
+            ``"auto"`` (FFT for large maps with large kernels, thresholds measured on CPU,
+            see ``_AUTO_FFT_*``). All give the same result up to rounding; only speed and
+            memory differ. No choice gathers the (N, N, k, u) table.
+
+    Attributes:
+        to_q, to_k, to_v: 1x1 convolutions without bias, d -> k*h, d -> k*u, d -> v*u.
+            Channel layouts: q ``(h k)``, keys ``(u k)``, values ``(u v)``.
+        norm_q, norm_v: BatchNorm2d on queries and values (not on keys), as in the paper.
+        pos_conv: (local form) ``Conv3d(u, k, (1, r, r), padding=(0, r//2, r//2), bias=False)``;
+            ``pos_conv(V)`` on V laid out (b, u, v, H, W) is exactly the position lambdas; the
+            forward uses its weight through :func:`relative_position_lambdas` (same result,
+            faster backward, FFT for large maps).
+        rel_pos_emb: (global form) parameter (2H-1, 2W-1, k, u); ``rel_pos_emb[i, j]`` is the
+            embedding of the offset ``(i - (H-1), j - (W-1))`` of the context position from
+            the query (the convention of the ``lambda-networks`` package).
+
+    Initialisation (the paper gives none in the text): projections ~ N(0, 1/d) (fan-in
+    normal, as in its pseudo-code's initializer); position embeddings ~ N(0, 1/(k u m)) with
+    m the number of context positions a query sees (r^2 local, H W global), so that with
+    unit-variance (batch-normalised) queries and values the position output starts with
+    unit variance whatever r or the map size. The paper's lambda convolution has no bias.
+
+    Shapes: ``x`` (B, dim, H, W) -> (B, dim_out, H, W), or (B, dim_out, ceil(H/2), ceil(W/2))
+    with ``stride=2``. Softmax over keys and the batch norms run in float32 under autocast.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int | None = None,
+        dim_k: int = 16,
+        heads: int = 4,
+        dim_u: int = 1,
+        r: int | None = None,
+        feat_size: int | tuple[int, int] | None = None,
+        stride: int = 1,
+        *,
+        position_impl: PositionImpl = "auto",
+    ) -> None:
+        super().__init__()
+        dim_out = dim if dim_out is None else dim_out
+        for name, value in (("dim", dim), ("dim_out", dim_out), ("dim_k", dim_k),
+                            ("heads", heads), ("dim_u", dim_u)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_divisible(dim_out, heads, "dim_out", "heads")
+        if r is not None and feat_size is not None:
+            raise ValueError(
+                f"give at most one of r (local lambda convolution) and feat_size (global "
+                f"relative positions), got r={r!r} and feat_size={feat_size!r}"
+            )
+        if r is not None and (not isinstance(r, int) or r < 1 or r % 2 == 0):
+            raise ValueError(f"r must be a positive odd integer, got r={r!r}")
+        if feat_size is not None:
+            feat_size = (feat_size, feat_size) if isinstance(feat_size, int) else feat_size
+            if (
+                not isinstance(feat_size, (tuple, list))
+                or len(feat_size) != 2
+                or not all(isinstance(s, int) and s >= 1 for s in feat_size)
+            ):
+                raise ValueError(
+                    f"feat_size must be a positive int or a pair (H, W) of them, "
+                    f"got feat_size={feat_size!r}"
+                )
+            feat_size = (int(feat_size[0]), int(feat_size[1]))
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got stride={stride!r}")
+        if position_impl not in ("auto", "conv", "fft"):
+            raise ValueError(
+                f"position_impl must be 'auto', 'conv' or 'fft', got {position_impl!r}"
+            )
+
+        self.dim = dim
+        self.dim_out = dim_out
+        self.dim_k = dim_k
+        self.heads = heads
+        self.dim_u = dim_u
+        self.dim_v = dim_out // heads
+        self.r = r
+        self.feat_size: tuple[int, int] | None = feat_size
+        self.stride = stride
+        self.position_impl = position_impl
+
+        self.to_q = nn.Conv2d(dim, dim_k * heads, 1, bias=False)
+        self.to_k = nn.Conv2d(dim, dim_k * dim_u, 1, bias=False)
+        self.to_v = nn.Conv2d(dim, self.dim_v * dim_u, 1, bias=False)
+        self.norm_q = nn.BatchNorm2d(dim_k * heads)
+        self.norm_v = nn.BatchNorm2d(self.dim_v * dim_u)
+
+        self.pos_conv: nn.Conv3d | None = None
+        self.rel_pos_emb: nn.Parameter | None = None
+        if r is not None:
+            self.pos_conv = nn.Conv3d(
+                dim_u, dim_k, (1, r, r), padding=(0, r // 2, r // 2), bias=False
+            )
+        elif feat_size is not None:
+            h, w = feat_size
+            self.rel_pos_emb = nn.Parameter(torch.empty(2 * h - 1, 2 * w - 1, dim_k, dim_u))
+
+        self.pool = nn.AvgPool2d(3, 2, padding=1) if stride == 2 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Projections ~ N(0, 1/d); position embeddings ~ N(0, 1/(k u m)) (see class doc)."""
+        for conv in (self.to_q, self.to_k, self.to_v):
+            nn.init.normal_(conv.weight, std=self.dim**-0.5)
+        for norm in (self.norm_q, self.norm_v):
+            norm.reset_parameters()
+        if self.pos_conv is not None:
+            context = self.r * self.r
+            nn.init.normal_(self.pos_conv.weight, std=(self.dim_k * self.dim_u * context) ** -0.5)
+        if self.rel_pos_emb is not None:
+            context = self.feat_size[0] * self.feat_size[1]
+            nn.init.normal_(self.rel_pos_emb, std=(self.dim_k * self.dim_u * context) ** -0.5)
+
+    def position_kernel(self) -> torch.Tensor | None:
+        """The relative embeddings R as a correlation kernel (k, u, KH, KW), or None.
+
+        Local: ``pos_conv.weight[:, :, 0]`` (r x r). Global: ``rel_pos_emb`` permuted to
+        (k, u, 2H-1, 2W-1). Index ``(i, j)`` is the offset ``(i - KH//2, j - KW//2)``.
+        """
+        if self.pos_conv is not None:
+            return self.pos_conv.weight[:, :, 0]
+        if self.rel_pos_emb is not None:
+            return self.rel_pos_emb.permute(2, 3, 0, 1)
+        return None
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_image(x, self.dim)
+        if self.feat_size is not None and tuple(x.shape[-2:]) != self.feat_size:
+            raise ValueError(
+                f"x must have spatial size (H, W) equal to feat_size={self.feat_size} for the "
+                f"global relative position table, got shape {tuple(x.shape)}"
+            )
+
+    @staticmethod
+    def _norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+        # Batch norm in float32 when activations are half precision (autocast).
+        if x.dtype in _LOW_PRECISION and norm.weight.dtype == torch.float32:
+            x = x.float()
+        return norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, dim, H, W) -> (B, dim_out, H, W) (halved by the pool when ``stride=2``)."""
+        self._check_input(x)
+        hh = x.shape[-2]
+        q = self._norm(self.norm_q, self.to_q(x))
+        k = self.to_k(x)
+        v = self._norm(self.norm_v, self.to_v(x))
+
+        q = rearrange(q, "b (h k) x y -> b h k (x y)", h=self.heads)
+        k = rearrange(k, "b (u k) x y -> b u k (x y)", u=self.dim_u)
+        v = rearrange(v, "b (u v) x y -> b u v (x y)", u=self.dim_u)
+        k = _to_fp32(k).softmax(dim=-1).to(v.dtype)  # normalised over context positions m
+
+        lam_c = torch.einsum("bukm,buvm->bkv", k, v)  # content lambda (b, k, v)
+        kernel = self.position_kernel()
+        if kernel is None:
+            y = torch.einsum("bhkn,bkv->bhvn", q, lam_c)
+        else:
+            v_map = rearrange(v, "b u v (x y) -> b u v x y", x=hh)
+            lam_p = relative_position_lambdas(v_map, kernel, self.position_impl)  # (b,k,v,x,y)
+            lam = lam_c.unsqueeze(-1) + lam_p.flatten(3)  # one lambda per query position n
+            y = torch.einsum("bhkn,bkvn->bhvn", q, lam)
+        out = rearrange(y, "b h v (x y) -> b (h v) x y", x=hh)
+        return self.pool(out)
+
+    def extra_repr(self) -> str:
+        pos = (
+            f"r={self.r}" if self.r is not None
+            else f"feat_size={self.feat_size}" if self.feat_size is not None
+            else "content only"
+        )
+        return (
+            f"dim={self.dim}, dim_out={self.dim_out}, dim_k={self.dim_k}, heads={self.heads}, "
+            f"dim_u={self.dim_u}, {pos}, stride={self.stride}"
+        )
