@@ -16,7 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from beyond_attention.cli import main as cli_main
-from beyond_attention.train import CheckpointError, TrainConfig, evaluate_checkpoint, train
+from beyond_attention.train import (
+    DEFAULT_MODEL,
+    CheckpointError,
+    TrainConfig,
+    evaluate_checkpoint,
+    train,
+)
 
 SCRIPT = str(Path(tiny_model.__file__).resolve())
 TIMING = {"images_per_s", "seconds"}
@@ -227,4 +233,4 @@ def test_default_command_trains_on_the_default_dataset(tmp_path):
                    "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0
     final = json.loads((tmp_path / "run" / "final.json").read_text())
-    assert final["model"] == "resnet26_cifar" and final["val_images"] == 256
+    assert final["model"] == DEFAULT_MODEL and final["val_images"] == 256

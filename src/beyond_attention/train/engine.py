@@ -47,7 +47,9 @@ from .checkpoint import (
 )
 from .optim import ModelEma, build_optimizer, lr_at
 
-DEFAULT_MODEL = "resnet26_cifar"
+# The main job's default: the smallest less-attention ViT, one of the fastest small-image
+# models to train on a CPU (about 80 images/s on one core).
+DEFAULT_MODEL = "lavit_tiny_cifar"
 
 
 @dataclass
