@@ -1,0 +1,323 @@
+"""``beyond-attention bench models``: throughput and utilisation of the registered models.
+
+For each model: parameters, GMACs per image (:func:`.counting.forward_flops`: the library's
+counter plus the FFT-based convolutions of the lambda layers),
+inference images/s (eval mode, no autograd) and training images/s (one step: forward,
+cross-entropy, backward, SGD update), and the model FLOP utilisation (MFU): the FLOP rate
+the model achieves divided by the rate of a large square matrix product measured in the
+same run on the same device and precision. Training FLOPs are taken as 3x the forward
+FLOPs (the backward computes two products per forward product), the usual convention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import timing
+from .counting import forward_flops
+from .memory import activation_bytes
+from .report import fmt_bytes, fmt_num, format_table, load_note, machine_markdown
+from .timing import BudgetExceeded
+
+
+@dataclass
+class ModelSettings:
+    """What ``bench models`` measures.
+
+    Attributes:
+        pattern: shell pattern of model names (``list_models``).
+        batch: images per step.
+        img_size: input size, ``None`` for each model's configured size.
+        device: where to run.
+        amp: autocast to bfloat16 (CPU and CUDA).
+        compile: ``torch.compile`` the model first.
+        channels_last: channels-last memory format for model and input.
+        warmup, repeats: untimed and timed steps.
+        max_seconds: time budget per measurement.
+        gemm_size: side of the square matrix product that sets the reference FLOP rate.
+        max_memory_gb: training is skipped when activations (measured per image, times the
+            batch) plus parameters, gradients and momentum would exceed this.
+        train: also measure training throughput.
+        seed: seed of the weights and inputs.
+    """
+
+    pattern: str = "*"
+    batch: int = 8
+    img_size: int | None = None
+    device: str = "cpu"
+    amp: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    warmup: int = 1
+    repeats: int = 5
+    max_seconds: float = 60.0
+    gemm_size: int = 2048
+    max_memory_gb: float = 4.0
+    train: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _autocast(device: str, enabled: bool) -> Iterator[None]:
+    if enabled:
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def gemm_rate(settings: ModelSettings) -> dict[str, Any]:
+    """Achieved FLOP/s of an n x n by n x n matrix product (float32, or bfloat16 with amp).
+
+    The reference for the model FLOP utilisation: what this device reaches on the
+    friendliest possible workload, in this run, under the same load.
+    """
+    n = settings.gemm_size
+    dtype = torch.bfloat16 if settings.amp else torch.float32
+    g = torch.Generator().manual_seed(settings.seed)
+    a = torch.randn(n, n, generator=g).to(settings.device, dtype)
+    b = torch.randn(n, n, generator=g).to(settings.device, dtype)
+    t = timing.time_callable(
+        lambda: torch.mm(a, b), warmup=2, repeats=max(5, settings.repeats), device=settings.device
+    )
+    flops = 2 * n**3
+    return {
+        "n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "ms": t.to_dict(),
+        "flops_per_s": flops / (t.median / 1e3),
+    }
+
+
+def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> dict[str, Any]:
+    """Measure one registered model; failures are recorded in ``status``/``reason``."""
+    from ..models._registry import create_model
+
+    row: dict[str, Any] = {"model": name, "status": "ok", "reason": ""}
+    dev = settings.device
+    try:
+        torch.manual_seed(settings.seed)
+        model = create_model(name, img_size=settings.img_size)
+        cfg = model.config
+        in_chans, h, w = (
+            cfg.input_size
+            if settings.img_size is None
+            else (cfg.input_size[0], settings.img_size, settings.img_size)
+        )
+        row["input_size"] = [in_chans, h, w]
+        row["params"] = sum(p.numel() for p in model.parameters())
+        model.to(dev)
+        g = torch.Generator().manual_seed(settings.seed)
+        x1 = torch.randn(1, in_chans, h, w, generator=g).to(dev)
+        fc = forward_flops(model, (x1,))
+        row["gmacs"] = fc["flops"] / 2e9
+        row["fft_gmacs"] = fc["fft_flops"] / 2e9
+        row["reported_params_m"] = cfg.reported_params_m
+        row["reported_gmacs"] = cfg.reported_gmacs
+        model.train()
+        row["activation_bytes_per_image"] = activation_bytes(model, (x1,)).bytes
+        del x1
+        fwd_flops = fc["flops"]
+        # lower bounds of one call's time (the model cannot beat the GEMM rate) and the
+        # training memory (activations + parameters, gradients and momentum)
+        infer_s = fwd_flops * settings.batch / reference_flops_per_s
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        train_bytes = row["activation_bytes_per_image"] * settings.batch + 3 * param_bytes
+        row["predicted_train_bytes"] = train_bytes
+        if infer_s > settings.max_seconds:
+            raise BudgetExceeded(infer_s, settings.max_seconds)
+        x = torch.randn(settings.batch, in_chans, h, w, generator=g).to(dev)
+        if settings.channels_last:
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        num_classes = getattr(model, "num_classes", cfg.num_classes) or cfg.num_classes
+        y = torch.randint(0, max(1, num_classes), (settings.batch,), generator=g).to(dev)
+        run_model: Callable[..., Any] = torch.compile(model) if settings.compile else model
+
+        def infer() -> Any:
+            with torch.no_grad(), _autocast(dev, settings.amp):
+                return run_model(x)
+
+        model.eval()
+        t = timing.time_callable(
+            infer,
+            warmup=settings.warmup + (1 if settings.compile else 0),
+            repeats=settings.repeats,
+            max_seconds=settings.max_seconds,
+            device=dev,
+        )
+        row["infer_ms"] = t.to_dict()
+        row["infer_img_s"] = settings.batch / (t.median / 1e3)
+        row["infer_mfu"] = fwd_flops * row["infer_img_s"] / reference_flops_per_s
+        if settings.train and train_bytes > settings.max_memory_gb * 2**30:
+            row["train_status"] = (
+                f"skipped: needs about {train_bytes / 2**30:.1f} GiB > "
+                f"--max-memory-gb {settings.max_memory_gb:g}"
+            )
+        elif settings.train and 3 * infer_s > settings.max_seconds:
+            row["train_status"] = (
+                f"too slow: at least {3 * infer_s:.0f} s per step > "
+                f"--max-seconds {settings.max_seconds:g}"
+            )
+        elif settings.train:
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+            def step() -> Any:
+                opt.zero_grad(set_to_none=True)
+                with _autocast(dev, settings.amp):
+                    out = run_model(x)
+                    if isinstance(out, (tuple, list)):
+                        out = out[0]
+                    loss = F.cross_entropy(out.float(), y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            t = timing.time_callable(
+                step,
+                warmup=settings.warmup + (1 if settings.compile else 0),
+                repeats=settings.repeats,
+                max_seconds=settings.max_seconds,
+                device=dev,
+            )
+            row["train_ms"] = t.to_dict()
+            row["train_img_s"] = settings.batch / (t.median / 1e3)
+            row["train_mfu"] = 3 * fwd_flops * row["train_img_s"] / reference_flops_per_s
+    except BudgetExceeded as e:
+        row.update(
+            status="too_slow",
+            reason=(f"one call needs at least {e.seconds:.0f} s > --max-seconds {e.budget:g}"),
+        )
+    except (RuntimeError, MemoryError, ValueError, TypeError, NotImplementedError) as e:
+        msg = str(e).splitlines()[0][:300] if str(e) else ""
+        oom = "out of memory" in msg.lower() or "can't allocate" in msg.lower()
+        row.update(status="oom" if oom else "error", reason=f"{type(e).__name__}: {msg}")
+    finally:
+        if row["status"] != "ok":
+            gc.collect()
+        if torch.device(dev).type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def run_models(settings: ModelSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Benchmark every registered model matching ``settings.pattern``."""
+    from ..models._registry import list_models
+
+    names = list_models(settings.pattern)
+    if not names:
+        raise ValueError(f"no registered model matches pattern {settings.pattern!r}")
+    ref = gemm_rate(settings)
+    log(f"GEMM {ref['n']}x{ref['n']} {ref['dtype']}: {ref['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    rows = []
+    for name in names:
+        row = bench_model(name, settings, ref["flops_per_s"])
+        rows.append(row)
+        log(_model_line(row))
+    return {"kind": "models", "settings": settings.to_dict(), "gemm": ref, "models": rows}
+
+
+def _model_line(r: dict[str, Any]) -> str:
+    if r["status"] != "ok":
+        return f"  {r['model']:>24s}  {r['status']}: {r['reason']}"
+    s = (
+        f"  {r['model']:>24s}  {r['params'] / 1e6:7.2f}M  {r['gmacs']:7.3f} GMACs  "
+        f"infer {r['infer_img_s']:8.1f} img/s (MFU {100 * r['infer_mfu']:.1f}%)"
+    )
+    if "train_img_s" in r:
+        s += f"  train {r['train_img_s']:8.1f} img/s (MFU {100 * r['train_mfu']:.1f}%)"
+    return s
+
+
+def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    headers = [
+        "model",
+        "input",
+        "params (M)",
+        "paper",
+        "GMACs",
+        "paper",
+        "act./image",
+        "infer img/s",
+        "infer MFU",
+        "train img/s",
+        "train MFU",
+        "status",
+    ]
+    rows = []
+    for r in result["models"]:
+        ok = r["status"] == "ok"
+        rows.append(
+            [
+                r["model"],
+                "x".join(map(str, r["input_size"][1:])) if "input_size" in r else "-",
+                fmt_num(r["params"] / 1e6) if "params" in r else "-",
+                fmt_num(r.get("reported_params_m")),
+                fmt_num(r["gmacs"]) if "gmacs" in r else "-",
+                fmt_num(r.get("reported_gmacs")),
+                fmt_bytes(r.get("activation_bytes_per_image")),
+                fmt_num(r["infer_img_s"]) if ok else "-",
+                f"{100 * r['infer_mfu']:.1f}%" if ok else "-",
+                fmt_num(r["train_img_s"]) if ok and "train_img_s" in r else "-",
+                f"{100 * r['train_mfu']:.1f}%" if ok and "train_mfu" in r else "-",
+                r.get("train_status", "ok") if ok else f"{r['status']}: {r['reason']}",
+            ]
+        )
+    return headers, rows
+
+
+def console_table(result: dict[str, Any]) -> str:
+    """The results as an aligned text table."""
+    return format_table(*_rows(result))
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The results as a markdown document."""
+    s = result["settings"]
+    machine = result.get("machine", {})
+    g = result["gemm"]
+    lines = ["# Models: throughput and FLOP utilisation", ""]
+    if result.get("command"):
+        lines += ["Made by:", "", "```", result["command"], "```", ""]
+    size = s["img_size"] or "each model's own"
+    lines += [
+        f"Batch {s['batch']}, image size {size}, device "
+        f"{s['device']}, amp (bfloat16) {'on' if s['amp'] else 'off'}, torch.compile "
+        f"{'on' if s['compile'] else 'off'}, channels-last "
+        f"{'on' if s['channels_last'] else 'off'}; {s['warmup']} warm-up step(s) and "
+        f"{s['repeats']} timed steps, median reported.",
+        "",
+        f"Reference GEMM rate: {g['n']}x{g['n']} {g['dtype']} matrix product, "
+        f"{g['flops_per_s'] / 1e9:.1f} GFLOP/s (median of {g['ms']['n']}, measured in this run).",
+        "MFU = achieved model FLOP/s / this rate; training counts 3x the forward FLOPs "
+        "(a step is forward, cross-entropy, backward and an SGD update).",
+        "",
+        "GMACs: multiply-accumulates of one image's forward pass (matrix products, "
+        "convolutions, SDPA, and the FFT-based position lambdas of lambda layers at "
+        "radix-2 estimates; softmax, normalisation and elementwise operations are not "
+        "counted). The `paper` columns give what the papers report, where they do. "
+        "`act./image`: bytes one image's training forward saves for backward.",
+        "",
+        "## Machine",
+        "",
+        machine_markdown(machine),
+        "",
+    ]
+    if not str(machine.get("device", "cpu")).startswith("cuda"):
+        lines += ["CUDA figures are missing: this run had no GPU.", ""]
+    note = load_note(machine, interleaved=False)
+    if note:
+        lines += [note, ""]
+    lines += ["## Results", "", format_table(*_rows(result), markdown=True), ""]
+    return "\n".join(lines)

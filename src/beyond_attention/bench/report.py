@@ -1,0 +1,184 @@
+"""Shared pieces of the benchmark reports: machine description, tables, JSON, number formats."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where available)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, threads, torch, device."""
+    device = torch.device(device)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    with contextlib.suppress(AttributeError, OSError):
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if device.type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    try:
+        from beyond_attention import __version__
+
+        info["beyond_attention"] = __version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that made a report, as a user would type it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "beyond-attention " + " ".join(shlex.quote(a) for a in args)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively turn tuples, paths and non-finite floats into JSON-friendly values."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.dtype):
+        return str(obj).removeprefix("torch.")
+    if isinstance(obj, torch.device):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON (creating parent folders); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False
+) -> str:
+    """A plain-text (aligned) or markdown table of ``rows`` under ``headers``."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    for r in cells:
+        if len(r) != len(headers):
+            raise ValueError(f"every row must have {len(headers)} cells, got {len(r)}: {r}")
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def fmt_ms(summary: dict[str, Any] | None) -> str:
+    """``median [q1-q3]`` milliseconds from a timing summary dict."""
+    if not summary:
+        return "-"
+    med = summary["median"]
+    return f"{fmt_num(med)} [{fmt_num(summary['q1'])}-{fmt_num(summary['q3'])}]"
+
+
+def fmt_num(v: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` significant figures, thousands separated."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if v == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{v:,.{decimals}f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Bytes in MiB or GiB."""
+    if n is None:
+        return "-"
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def fmt_ratio(r: dict[str, Any] | None) -> str:
+    """``median x [q1-q3]`` of an interleaved ratio dict (``{"ratio": summary, ...}``)."""
+    if not r:
+        return "-"
+    s = r["ratio"]
+    return f"{fmt_num(s['median'])}x [{fmt_num(s['q1'])}-{fmt_num(s['q3'])}]"
+
+
+def machine_markdown(machine: dict[str, Any]) -> str:
+    """The machine as a two-column markdown table."""
+    rows = [
+        [k, v if not isinstance(v, list) else ", ".join(map(str, v))] for k, v in machine.items()
+    ]
+    return format_table(["", "value"], rows, markdown=True)
+
+
+def load_note(machine: dict[str, Any], interleaved: bool = True) -> str | None:
+    """A warning when the machine was busier than its cores during the run, else None."""
+    load = machine.get("load_average")
+    cores = machine.get("usable_cores") or machine.get("cpu_count")
+    if not load or not cores or str(machine.get("device", "cpu")).startswith("cuda"):
+        return None
+    if max(load) <= cores:
+        return None
+    head = (
+        f"The machine was shared during this run (load average {', '.join(map(str, load))} "
+        f"on {cores} cores at its start): absolute figures are inflated and noisy; "
+    )
+    if interleaved:
+        return head + (
+            "ratios come from interleaved runs, which see the same load, and are the "
+            "figures to trust."
+        )
+    return head + "the reference GEMM rate was measured under the same load."
