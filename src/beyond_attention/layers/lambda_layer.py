@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_divisible, check_image
+from ._validate import check_divisible, check_image, upcast
 
 PositionImpl = Literal["auto", "conv", "fft"]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -64,11 +64,6 @@ def _fft_len(n: int) -> int:
         if m == 1:
             return n
         n += 1
-
-
-def _to_fp32(x: torch.Tensor) -> torch.Tensor:
-    """Upcast half/bfloat16 to float32 (softmax and normalisations under autocast)."""
-    return x.float() if x.dtype in _LOW_PRECISION else x
 
 
 class _RelativeCorrelation(torch.autograd.Function):
@@ -173,7 +168,7 @@ def _correlate_fft(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
     lh, lw = _fft_len(hh + ph), _fft_len(ww + pw)
     with torch.autocast(values.device.type, enabled=False):
-        values = _to_fp32(values)
+        values = upcast(values)
         w = F.pad(kernel.to(values.dtype), (0, lw - 2 * pw - 1, 0, lh - 2 * ph - 1))
         w = torch.roll(w, shifts=(-ph, -pw), dims=(-2, -1))  # w[t mod L] = R[t + p]
         w_f = torch.fft.rfft2(w).conj()  # (k, u, L, L'/2+1)
@@ -361,7 +356,7 @@ class LambdaLayer(nn.Module):
         q = rearrange(q, "b (h k) x y -> b h k (x y)", h=self.heads)
         k = rearrange(k, "b (u k) x y -> b u k (x y)", u=self.dim_u)
         v = rearrange(v, "b (u v) x y -> b u v (x y)", u=self.dim_u)
-        k = _to_fp32(k).softmax(dim=-1).to(v.dtype)  # normalised over context positions m
+        k = upcast(k).softmax(dim=-1).to(v.dtype)  # normalised over context positions m
 
         lam_c = torch.einsum("bukm,buvm->bkv", k, v)  # content lambda (b, k, v)
         kernel = self.position_kernel()

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_divisible, check_tokens
+from ._validate import check_divisible, check_tokens, upcast
 
 __all__ = [
     "AttentionDownsample",
@@ -53,11 +53,6 @@ __all__ = [
 ]
 
 HW = tuple[int, int]
-
-
-def _f32(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision tensors up to float32; float32 and float64 unchanged."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -190,9 +185,9 @@ class VanillaAttention(nn.Module):
             )
             return self._merge(out)
         with _no_autocast(x):
-            scores = torch.matmul(_f32(q) * self.scale, _f32(k).transpose(-2, -1))
+            scores = torch.matmul(upcast(q) * self.scale, upcast(k).transpose(-2, -1))
             if attn_bias is not None:
-                scores = scores + _f32(attn_bias)
+                scores = scores + upcast(attn_bias)
             attn = scores.softmax(dim=-1)
         out = torch.matmul(self.attn_drop(attn).to(v.dtype), v)
         return self._merge(out), scores
@@ -296,18 +291,18 @@ class LessAttention(nn.Module):
 
     def w_theta(self) -> torch.Tensor:
         """The key-axis map ``W_theta = I + theta_delta``, (1 or h, M, M), float32."""
-        return self.eye_keys + _f32(self.theta_delta)
+        return self.eye_keys + upcast(self.theta_delta)
 
     def w_psi(self) -> torch.Tensor | None:
         """The query-axis map ``W_psi = I + psi_delta``, (1 or h, N, N), or ``None``."""
         if self.psi_delta is None:
             return None
-        return self.eye_queries + _f32(self.psi_delta)
+        return self.eye_queries + upcast(self.psi_delta)
 
     def transform(self, prev_scores: torch.Tensor) -> torch.Tensor:
         """``W_psi^T S W_theta`` per head: (B, h, N, M) -> (B, h, N, M), float32."""
         with _no_autocast(prev_scores):
-            s = torch.matmul(_f32(prev_scores), self.w_theta())
+            s = torch.matmul(upcast(prev_scores), self.w_theta())
             w_psi = self.w_psi()
             if w_psi is not None:
                 s = torch.matmul(w_psi.transpose(-2, -1), s)
@@ -420,11 +415,11 @@ class AttentionDownsample(nn.Module):
         prev_query_hw = _check_hw(prev_query_hw, prev_scores.shape[2], "prev_query_hw")
         prev_key_hw = _check_hw(prev_key_hw, prev_scores.shape[3], "prev_key_hw")
         with _no_autocast(prev_scores):
-            p = _f32(prev_scores)
+            p = upcast(prev_scores)
             p = _pool_axis(p, prev_key_hw, key_hw)  # key axis (last)
             p = _pool_axis(p.transpose(-2, -1), prev_query_hw, query_hw).transpose(-2, -1)
-            d = torch.einsum("oi,binm->bonm", _f32(self.head_mix), p)
-            return d * _f32(self.alpha).view(1, -1, 1, 1)
+            d = torch.einsum("oi,binm->bonm", upcast(self.head_mix), p)
+            return d * upcast(self.alpha).view(1, -1, 1, 1)
 
     def forward(
         self,
@@ -441,7 +436,7 @@ class AttentionDownsample(nn.Module):
                 f"scores must have shape (B, h_out, N, M) = (B, {', '.join(map(str, expected))})"
                 f", got {tuple(scores.shape)}"
             )
-        return _f32(scores) + self.residual(
+        return upcast(scores) + self.residual(
             prev_scores, prev_query_hw, query_hw, prev_key_hw, key_hw
         )
 
@@ -514,7 +509,7 @@ def diagonality_loss(
             )
         own = key_cell_index(query_hw, key_hw, attn.device)
     with _no_autocast(attn):
-        a = _f32(attn)
+        a = upcast(attn)
         ones = torch.ones(n, device=a.device, dtype=a.dtype)
         counts = torch.zeros(m, device=a.device, dtype=a.dtype).index_add_(0, own, ones)
         p = torch.zeros(b, h, m, m, device=a.device, dtype=a.dtype).index_add_(2, own, a)
