@@ -105,10 +105,75 @@ class _RelativeCorrelation(torch.autograd.Function):
             else:
                 grad_values = F.conv_transpose2d(grad, kernel, padding=(ph, pw))
         if ctx.needs_input_grad[1]:
-            # Batch u, channels B, kernel = the output gradient (H x W).
-            padded = F.pad(values, (pw, pw, ph, ph)).transpose(0, 1)
-            grad_kernel = F.conv2d(padded, grad.transpose(0, 1)).transpose(0, 1)
+            grad_kernel = _correlation_kernel_grad(values, grad, ph, pw)
         return grad_values, grad_kernel
+
+
+def _correlation_kernel_grad(
+    values: torch.Tensor, grad: torch.Tensor, ph: int, pw: int
+) -> torch.Tensor:
+    """``dR[k,u,t] = sum_{B,n} G[B,k,n] V[B,u,n+t]`` for |t| <= (ph, pw), as one forward
+    ``conv2d``: batch u, channels B, kernel = the output gradient (H x W)."""
+    padded = F.pad(values, (pw, pw, ph, ph)).transpose(0, 1)
+    return F.conv2d(padded, grad.transpose(0, 1)).transpose(0, 1)
+
+
+class _FFTCorrelation(torch.autograd.Function):
+    """The correlation of :class:`_RelativeCorrelation` evaluated through FFTs.
+
+    Only the real operands are saved for the backward (autograd through the FFTs would keep
+    their complex spectra, several times the size of the values). With ``R_f`` the spectrum
+    of the kernel placed at offsets ``t mod L`` (the forward multiplies by ``conj(R_f)``),
+    the backward transforms V and G once per chunk of B and computes::
+
+        dV_f      = sum_k G_f[k] R_f[k, u]                      (a convolution)
+        dR[k,u,t] = irfft(sum_B conj(G_f[k]) V_f[u])[t],  |t| <= p
+
+    Transform lengths L >= H + p make both exact (wrapped indices land on zero padding).
+    Both are built from differentiable ops, so double backward works too.
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(values, kernel)
+        return _correlate_fft(values, kernel)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        values, kernel = ctx.saved_tensors
+        big, u, hh, ww = values.shape
+        k = kernel.shape[0]
+        ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+        lh, lw = _fft_len(hh + ph), _fft_len(ww + pw)
+        want_values, want_kernel = ctx.needs_input_grad[:2]
+        with torch.autocast(values.device.type, enabled=False):
+            dtype = torch.promote_types(upcast(values).dtype, upcast(grad).dtype)
+            values, grad = values.to(dtype), grad.to(dtype)
+            kernel_f = torch.fft.rfft2(_wrapped_kernel(kernel.to(dtype), lh, lw))  # (k,u,L,.)
+            chunk = max(1, _FFT_CHUNK_ELEMENTS // (k * u * lh * (lw // 2 + 1)))
+            grad_values, spectrum = [], 0
+            for start in range(0, big, chunk):
+                g_f = torch.fft.rfft2(grad[start : start + chunk], s=(lh, lw))  # (B',k,L,.)
+                if want_values:
+                    dv_f = sum(g_f[:, i, None] * kernel_f[None, i] for i in range(k))
+                    grad_values.append(torch.fft.irfft2(dv_f, s=(lh, lw))[..., :hh, :ww])
+                if want_kernel:
+                    v_f = torch.fft.rfft2(values[start : start + chunk], s=(lh, lw))
+                    spectrum = spectrum + (g_f.conj()[:, :, None] * v_f[:, None]).sum(0)
+        d_values = d_kernel = None
+        if want_values:
+            d_values = torch.cat(grad_values).to(ctx.saved_tensors[0].dtype)
+        if want_kernel:
+            corr = torch.roll(torch.fft.irfft2(spectrum, s=(lh, lw)), (ph, pw), dims=(-2, -1))
+            d_kernel = corr[..., : 2 * ph + 1, : 2 * pw + 1].to(kernel.dtype)
+        return d_values, d_kernel
+
+
+def _wrapped_kernel(kernel: torch.Tensor, lh: int, lw: int) -> torch.Tensor:
+    """Zero-pad a (k, u, 2p+1, 2q+1) kernel to (lh, lw) with offset t at index t mod L."""
+    ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
+    w = F.pad(kernel, (0, lw - 2 * pw - 1, 0, lh - 2 * ph - 1))
+    return torch.roll(w, shifts=(-ph, -pw), dims=(-2, -1))  # w[t mod L] = R[t + p]
 
 
 def relative_position_lambdas(
@@ -140,7 +205,7 @@ def relative_position_lambdas(
     if impl == "conv":
         out = _RelativeCorrelation.apply(folded, kernel.to(values.dtype))
     elif impl == "fft":
-        out = _correlate_fft(folded, kernel)
+        out = _FFTCorrelation.apply(folded, kernel)
     else:
         raise ValueError(f"impl must be 'auto', 'conv' or 'fft', got {impl!r}")
     return rearrange(out, "(b v) k x y -> b k v x y", b=b)
@@ -169,9 +234,7 @@ def _correlate_fft(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     lh, lw = _fft_len(hh + ph), _fft_len(ww + pw)
     with torch.autocast(values.device.type, enabled=False):
         values = upcast(values)
-        w = F.pad(kernel.to(values.dtype), (0, lw - 2 * pw - 1, 0, lh - 2 * ph - 1))
-        w = torch.roll(w, shifts=(-ph, -pw), dims=(-2, -1))  # w[t mod L] = R[t + p]
-        w_f = torch.fft.rfft2(w).conj()  # (k, u, L, L'/2+1)
+        w_f = torch.fft.rfft2(_wrapped_kernel(kernel.to(values.dtype), lh, lw)).conj()
         chunk = max(1, _FFT_CHUNK_ELEMENTS // (k * lh * (lw // 2 + 1)))
         outs = []
         for start in range(0, big, chunk):
