@@ -804,6 +804,10 @@ def lambda_targets(
 
 def _target_line(t: dict[str, Any]) -> str:
     ok = {True: "PASS", False: "MISS", None: "n/a"}[t.get("passed")]
+    if "memory_passed" in t:
+        speed = t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"]
+        mem = "PASS" if t["memory_passed"] else "MISS"
+        ok = f"speed {'PASS' if speed else 'MISS'}, memory {mem}"
     if "value" not in t:
         return f"  target {t['name']}: {t.get('error', '')}"
     r = t.get("ratio", {}).get("ratio")

@@ -118,6 +118,12 @@ def _target_rows(result: dict[str, Any]) -> list[list[Any]]:
             value = fmt_bytes(t["value"])
             goal = f"{t['op']} {fmt_bytes(t['target'])}"
         verdict = {True: "met", False: "missed", None: "-"}[t.get("passed")]
+        if "memory_passed" in t:
+            speed = t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"]
+            verdict = (
+                f"speed {'met' if speed else 'missed'}, memory "
+                f"{'met' if t['memory_passed'] else 'missed'}"
+            )
         if "activation_bytes_ours" in t:
             verdict += (
                 f"; activations ours {fmt_bytes(t['activation_bytes_ours'])} vs peer "

@@ -170,7 +170,7 @@ def load_note(machine: dict[str, Any], interleaved: bool = True) -> str | None:
     cores = machine.get("usable_cores") or machine.get("cpu_count")
     if not load or not cores or str(machine.get("device", "cpu")).startswith("cuda"):
         return None
-    if max(load) <= cores:
+    if load[0] <= cores:  # the 1-minute average when the run started
         return None
     head = (
         f"The machine was shared during this run (load average {', '.join(map(str, load))} "
