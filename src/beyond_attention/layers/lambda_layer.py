@@ -141,6 +141,7 @@ class _FFTCorrelation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         values, kernel = ctx.saved_tensors
+        values_dtype = values.dtype
         big, u, hh, ww = values.shape
         k = kernel.shape[0]
         ph, pw = kernel.shape[-2] // 2, kernel.shape[-1] // 2
@@ -162,7 +163,7 @@ class _FFTCorrelation(torch.autograd.Function):
                     spectrum = spectrum + (g_f.conj()[:, :, None] * v_f[:, None]).sum(0)
         d_values = d_kernel = None
         if want_values:
-            d_values = torch.cat(grad_values).to(ctx.saved_tensors[0].dtype)
+            d_values = torch.cat(grad_values).to(values_dtype)
         if want_kernel:
             corr = torch.roll(torch.fft.irfft2(spectrum, s=(lh, lw)), (ph, pw), dims=(-2, -1))
             d_kernel = corr[..., : 2 * ph + 1, : 2 * pw + 1].to(kernel.dtype)
