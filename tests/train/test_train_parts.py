@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from beyond_attention.data.cache import atomic_write
+from beyond_attention.io import atomic_write
 from beyond_attention.train import (
     CheckpointError,
     ModelEma,

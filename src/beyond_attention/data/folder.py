@@ -40,8 +40,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..io import atomic_save_npy, atomic_write_json
 from .base import DatasetError, ImageDataset
-from .cache import atomic_save_npy, atomic_write_json, resolve_cache_dir
+from .cache import resolve_cache_dir
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

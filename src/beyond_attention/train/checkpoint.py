@@ -35,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ..data.cache import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "beyond-attention/1"
 

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader, ImageDataset, Normalize, TrainAugment, find_dataset
-from ..data.cache import atomic_write_json
+from ..io import atomic_write_json
 from . import distributed as D
 from .checkpoint import (
     CheckpointError,
