@@ -13,13 +13,16 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("beyond_attention.demo", "build every mixer and print shapes, params and FLOPs"),
-    "bench": ("beyond_attention.bench.cli", "measure what mixers and models cost"),
+    "demo": (
+        "beyond_attention.commands.demo",
+        "build every mixer and print shapes, params and FLOPs",
+    ),
+    "bench": ("beyond_attention.commands.bench", "measure what mixers and models cost"),
     "models": (
-        "beyond_attention.models.listing",
+        "beyond_attention.commands.models",
         "list registered models with params and FLOPs beside the papers'",
     ),
-    "train": ("beyond_attention.train.cli", "train a model on real images"),
+    "train": ("beyond_attention.commands.train", "train a model on real images"),
     "evaluate": (
         "beyond_attention.train.evaluate",
         "evaluate a checkpoint: top-1, top-5, per-class accuracy",

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from beyond_attention.bench.cli import grid_from_tokens, parse_grid
 from beyond_attention.cli import main
+from beyond_attention.commands.bench import grid_from_tokens, parse_grid
 
 
 @pytest.fixture

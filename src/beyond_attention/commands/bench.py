@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .report import machine_info, write_json
+from ..bench.report import machine_info, write_json
 
 # defaults, and the --quick preset (tiny sizes, for tests and CI smoke runs)
 MIXER_DEFAULTS: dict[str, Any] = {
@@ -293,7 +293,7 @@ def _mixer_command(s: Any, args: argparse.Namespace) -> str:
 
 def run_mixers(args: argparse.Namespace) -> int:
     """``bench mixers``: run the sweep, print the tables, write JSON/markdown/plots."""
-    from .mixers import MixerSettings, run_sweep
+    from ..bench.mixers import MixerSettings, run_sweep
 
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
@@ -351,7 +351,7 @@ def run_mixers(args: argparse.Namespace) -> int:
 
 
 def _write_mixer_outputs(result: dict[str, Any], args: argparse.Namespace) -> int:
-    from .mixers_report import console_table, markdown_report, write_plots
+    from ..bench.mixers_report import console_table, markdown_report, write_plots
 
     print()
     print(console_table(result))
@@ -368,7 +368,7 @@ def _write_mixer_outputs(result: dict[str, Any], args: argparse.Namespace) -> in
 
 def run_models(args: argparse.Namespace) -> int:
     """``bench models``: throughput of the registered models matching the pattern."""
-    from .models import ModelSettings, run_models
+    from ..bench.models import ModelSettings, run_models
 
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
@@ -432,7 +432,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def _write_model_outputs(result: dict[str, Any], args: argparse.Namespace) -> int:
-    from .models import console_table, markdown_report
+    from ..bench.models import console_table, markdown_report
 
     print()
     print(console_table(result))

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .flops import count
-from .layers.factory import MIXER_NAMES, create_mixer
+from ..flops import count
+from ..layers.factory import MIXER_NAMES, create_mixer
 
 
 def _grid(text: str) -> tuple[int, int]:

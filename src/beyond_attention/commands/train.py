@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..data.find import DATASET_NAMES
-from .engine import DEFAULT_MODEL, TrainConfig, train
+from ..train.engine import DEFAULT_MODEL, TrainConfig, train
 
 _D = TrainConfig()
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..flops import count
-from ._registry import create_model, get_model_config, list_models
+from ..models._registry import create_model, get_model_config, list_models
 
 NOT_COUNTED = "softmax, normalisation and elementwise ops are not counted"
 
