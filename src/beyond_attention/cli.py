@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("beyond_attention.commands.train", "train a model on real images"),
     "evaluate": (
-        "beyond_attention.train.evaluate",
+        "beyond_attention.commands.evaluate",
         "evaluate a checkpoint: top-1, top-5, per-class accuracy",
     ),
 }

@@ -148,7 +148,7 @@ def test_resume_after_kill_matches_uninterrupted_run(fashion_dir, tmp_path):
     _run([*common, "--out", str(full)], tmp_path)
     # 6 steps per epoch; killed (SIGKILL) after global step 10, mid-epoch 2: the last
     # checkpoint is the step-8 one, two steps into the second epoch
-    killed = _run([*common, "--out", str(broken), "--stop-after-steps", "10"], tmp_path,
+    killed = _run(["--kill-after-steps", "10", *common, "--out", str(broken)], tmp_path,
                   check=False)
     assert killed.returncode == -9, killed.stderr
     assert not (broken / "final.json").exists()
@@ -178,6 +178,30 @@ def test_resume_after_kill_matches_uninterrupted_run(fashion_dir, tmp_path):
     fb = json.loads((broken / "final.json").read_text())
     assert (fa["top1"], fa["top5"], fa["per_class_top1"]) == \
         (fb["top1"], fb["top5"], fb["per_class_top1"])
+
+
+def test_step_hook_sees_every_step_and_a_resume_continues_the_count(tiny_net, fashion_dir,
+                                                                     tmp_path):
+    seen: list[int] = []
+    cfg = _cfg(fashion_dir, tmp_path / "run", limit_train=64, save_every=1)
+    train(cfg, on_step=seen.append)
+    assert seen == [1, 2, 3, 4]  # 2 epochs x 2 steps
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(steps_done: int) -> None:
+        seen.append(steps_done)
+        if steps_done == 3:
+            raise Stop
+
+    seen.clear()
+    with pytest.raises(Stop):
+        train(_cfg(fashion_dir, tmp_path / "cut", limit_train=64, save_every=1),
+              on_step=stop_at_3)
+    train(_cfg(fashion_dir, tmp_path / "cut", limit_train=64, save_every=1, resume="auto"),
+          on_step=seen.append)
+    assert seen == [1, 2, 3, 4]  # the resume starts after the checkpoint of step 3
 
 
 def _free_port() -> int:

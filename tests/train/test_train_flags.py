@@ -59,7 +59,6 @@ FLAGS = [
     ("run", "--device", "device", "auto", None, None, None, None, "store"),
     ("run", "--threads", "threads", None, None, None, None, None, "store"),
     ("run", "--quiet", "quiet", False, True, 0, None, None, "store_true"),
-    ("run", "--stop-after-steps", "stop_after_steps", None, None, None, None, None, "store"),
 ]
 
 _ACTIONS = {argparse._StoreAction: "store", argparse._StoreTrueAction: "store_true",
@@ -142,3 +141,17 @@ def test_bad_flags_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit):
         _parse(argv)
     assert message in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys):
+    from beyond_attention.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    p = _parser()
+    helps = [a.help for a in p._actions if not isinstance(a, argparse._HelpAction)]
+    assert len(helps) == len(FLAGS) and all("(default: " in h for h in helps)
+    for shown in ("(default: lavit_tiny_cifar)", "(default: 10000)", "(default: 0.002)",
+                  "(default: off)", "(default: runs/MODEL-DATASET-TIME)", "(default: 200)"):
+        assert shown in text, shown

@@ -2,10 +2,15 @@
 
 Run as a script it registers the net and runs the command line, so a subprocess (plain or
 under torchrun) can train it: ``python tests/train/tiny_model.py train --model tiny_test_net``.
+A leading ``--kill-after-steps N`` installs a step hook that kills the process (SIGKILL)
+after N steps, to test ``--resume`` against a real hard crash.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -84,8 +89,23 @@ def unregister() -> None:
         _MODELS.pop(name, None)
 
 
+def kill_after(steps: int):
+    """A step hook that SIGKILLs this process once ``steps`` steps are done."""
+    def hook(steps_done: int) -> None:
+        if steps_done >= steps:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
+
+
 if __name__ == "__main__":
     register()
     from beyond_attention.cli import main
 
-    sys.exit(main())
+    argv = sys.argv[1:]
+    if argv[:1] == ["--kill-after-steps"]:
+        import beyond_attention.commands.train as train_command
+
+        train_command.train = functools.partial(train_command.train,
+                                                on_step=kill_after(int(argv[1])))
+        argv = argv[2:]
+    sys.exit(main(argv))

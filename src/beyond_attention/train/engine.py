@@ -1,4 +1,4 @@
-"""The training loop: one function, :func:`train`, that reads top to bottom.
+"""The training loop: :func:`train`, a recipe of small steps that reads top to bottom.
 
 Per step: reseed the random generators from ``(seed, rank, step)``; set the learning rate
 (warm-up + cosine, :func:`~beyond_attention.train.optim.lr_at`); move the uint8 batch to
@@ -18,11 +18,10 @@ augmentations and reaches the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,80 +44,15 @@ from .checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
+from .config import DEFAULT_MODEL, TrainConfig
 from .optim import ModelEma, build_optimizer, lr_at
 
-# The main job's default: the smallest less-attention ViT, one of the fastest small-image
-# models to train on a CPU (490 images/s at batch 128 on two idle cores).
-DEFAULT_MODEL = "lavit_tiny_cifar"
+__all__ = ["DEFAULT_MODEL", "TrainConfig", "amp_dtype", "build_model", "evaluate",
+           "norm_stats", "soft_cross_entropy", "step_seed", "train"]
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (the ``train`` command's flags).
-
-    ``batch_size`` is the global batch: under DDP each of K processes takes
-    ``batch_size / K`` samples per step, so the optimisation does not depend on K.
-    ``warmup`` is in epochs (fractions allowed). ``ema`` is the EMA decay (0: off).
-    ``amp`` is ``off``, ``auto`` (bfloat16 on CPU; bfloat16 on GPUs that support it, else
-    float16), ``bf16`` or ``fp16``.
-
-    The defaults make a short real run: one epoch of ``DEFAULT_MODEL`` on a fixed
-    10,000-image subset of the training split, validated on 2,000 images of the ``val`` (or
-    ``test``) split; ``limit_train=None, limit_val=None`` and more ``epochs`` train in full.
-    """
-
-    model: str = DEFAULT_MODEL
-    data: str | None = None
-    dataset: str = "auto"
-    train_split: str = "train"
-    val_split: str | None = None
-    epochs: int = 1
-    batch_size: int = 128
-    eval_batch_size: int | None = None
-    lr: float = 2e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup: float = 0.2
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    randaugment: tuple[int, int] | None = None
-    trivialaugment: bool = False
-    crop_padding: int = 4
-    hflip: float = 0.5
-    drop_path: float = 0.0
-    ema: float = 0.0
-    amp: str = "off"
-    clip_grad: float = 1.0
-    aux_weight: float = 1.0
-    seed: int = 0
-    out: str | None = None
-    resume: str | None = None
-    save_every: int = 200
-    workers: int = 1
-    max_steps_per_epoch: int | None = None
-    limit_train: int | None = 10000
-    limit_val: int | None = 2000
-    download: bool = False
-    cache_dir: str | None = None
-    img_size: int | None = None
-    device: str = "auto"
-    threads: int | None = None
-    quiet: bool = False
-    stop_after_steps: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["randaugment"] = list(self.randaugment) if self.randaugment else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if d.get("randaugment") is not None:
-            d["randaugment"] = tuple(d["randaugment"])
-        return cls(**d)
+#: Called on every process after each optimisation step (and the checkpoint it may
+#: trigger) with the number of steps done so far in the run.
+StepHook = Callable[[int], None]
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -220,10 +154,6 @@ def _log(msg: str, info: D.DistInfo, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def _default_out(cfg: TrainConfig, dataset_name: str) -> Path:
-    return Path("runs") / f"{cfg.model}-{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """The training split and the validation split (``val`` if present, else ``test``)."""
     source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
@@ -239,24 +169,39 @@ def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
     return train_set.subset(cfg.limit_train), val_set
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg``'s data; return the contents of ``final.json``.
+@dataclass
+class Run:
+    """What :func:`_setup` builds: data, model, optimiser, schedule, and where it writes."""
 
-    Launch under ``torchrun`` for DDP. Only rank 0 writes files and prints.
-    """
-    info = D.setup(cfg.device)
-    threads = torch.get_num_threads()
-    try:
-        return _train(cfg, info, info.device)
-    finally:
-        torch.set_num_threads(threads)
-        D.teardown(info)
+    cfg: TrainConfig
+    info: D.DistInfo
+    device: torch.device
+    train_set: ImageDataset
+    val_set: ImageDataset | None
+    model: nn.Module
+    meta: dict[str, Any]
+    n_params: int
+    optimizer: torch.optim.Optimizer
+    ema: ModelEma | None
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    has_aux: bool
+    loader: BatchLoader
+    val_loader: BatchLoader | None
+    augment: TrainAugment
+    normalize: Normalize
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    out: Path | None = None
+    ddp_model: nn.Module | None = None
+
+    def eval_model(self) -> nn.Module:
+        """The weights validation and ``best.safetensors`` use: the EMA when kept."""
+        return self.ema.module if self.ema is not None else self.model
 
 
-def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> dict[str, Any]:
-    t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def _check(cfg: TrainConfig, info: D.DistInfo) -> None:
     if cfg.epochs <= 0 or cfg.batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {cfg.epochs}, "
                          f"{cfg.batch_size}")
@@ -267,7 +212,11 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> dict[str
         raise ValueError("--resume needs the run's directory: pass --out DIR (or --resume "
                          "DIR/last.json)")
 
-    # -- data: rank 0 first (it may decode and cache an image folder), then the others
+
+def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
+    """Data (rank 0 first: it may decode and cache an image folder), model, optimiser,
+    EMA, scaler, loaders, augmentation and the step schedule."""
+    device = info.device
     t_data = time.perf_counter()
     if info.is_main:
         train_set, val_set = _load_data(cfg)
@@ -280,19 +229,14 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> dict[str
          + f"; loaded in {time.perf_counter() - t_data:.1f} s"
          + (f" (decode cache: {cache})" if cache else ""), info, cfg.quiet)
 
-    # -- model, optimiser, EMA, scaler
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, train_set.num_classes, train_set.channels, img_size,
                         cfg.drop_path, **cfg.model_kwargs).to(device)
     mean, std = norm_stats(model, train_set)
     meta = model_metadata(cfg.model, train_set.num_classes, train_set.channels, img_size, mean,
                           std, train_set.classes)
-    n_params = sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    ema = ModelEma(model, cfg.ema) if cfg.ema > 0 else None
     dtype = amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    has_aux = cfg.aux_weight > 0 and callable(getattr(model, "auxiliary_loss", None))
 
     per_rank = cfg.batch_size // info.world_size
     loader = BatchLoader(train_set, per_rank, shuffle=True, seed=cfg.seed, drop_last=True,
@@ -302,206 +246,293 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> dict[str
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = min(total_steps, round(cfg.warmup * steps_per_epoch))
     val_loader = None
     if val_set is not None:
         val_loader = BatchLoader(val_set, cfg.eval_batch_size or 2 * per_rank, rank=info.rank,
                                  world_size=info.world_size, pad=False)
-    augment = TrainAugment(mean, std, train_set.num_classes, img_size, cfg.crop_padding,
-                           cfg.hflip, cfg.randaugment, cfg.trivialaugment, cfg.mixup, cfg.cutmix,
-                           label_smoothing=cfg.label_smoothing).to(device)
-    normalize = Normalize(mean, std, img_size).to(device)
+    return Run(
+        cfg=cfg, info=info, device=device, train_set=train_set, val_set=val_set, model=model,
+        meta=meta, n_params=sum(p.numel() for p in model.parameters()), optimizer=optimizer,
+        ema=ModelEma(model, cfg.ema) if cfg.ema > 0 else None, dtype=dtype,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        has_aux=cfg.aux_weight > 0 and callable(getattr(model, "auxiliary_loss", None)),
+        loader=loader, val_loader=val_loader,
+        augment=TrainAugment(mean, std, train_set.num_classes, img_size, cfg.crop_padding,
+                             cfg.hflip, cfg.randaugment, cfg.trivialaugment, cfg.mixup,
+                             cfg.cutmix, label_smoothing=cfg.label_smoothing).to(device),
+        normalize=Normalize(mean, std, img_size).to(device),
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        warmup_steps=min(total_steps, round(cfg.warmup * steps_per_epoch)),
+    )
 
-    # -- output directory and resume
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": None,
+            "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0]}
+
+
+def _locate(cfg: TrainConfig, run: Run) -> Path | None:
+    """Set ``run.out``; return the checkpoint to resume from (None: start afresh)."""
     resume_path = None
     if cfg.resume not in (None, "", "auto"):
         resume_path = Path(cfg.resume)
         resume_path = resume_path / "last.json" if resume_path.is_dir() else resume_path
     if cfg.out:
-        out = Path(cfg.out)
+        run.out = Path(cfg.out)
     elif resume_path is not None:
-        out = resume_path.parent
+        run.out = resume_path.parent
     else:
-        out = _default_out(cfg, train_set.name)
-    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
-                             "best_top1": None, "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0]}
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run.out = Path("runs") / f"{cfg.model}-{run.train_set.name}-{stamp}"
     if resume_path is not None and not resume_path.is_file():
         raise CheckpointError(f"checkpoint {resume_path} (--resume) does not exist")
     if cfg.resume in ("", "auto"):
-        resume_path = out / "last.json"
+        resume_path = run.out / "last.json"
         if not resume_path.is_file():  # a first start and a restart share one command
-            _log(f"no checkpoint at {resume_path}: starting afresh", info, cfg.quiet)
+            _log(f"no checkpoint at {resume_path}: starting afresh", run.info, cfg.quiet)
             resume_path = None
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        check_model_name(cfg.model, ckpt.info.get("config", {}).get("model"), resume_path)
-        model.load_state_dict(ckpt.model_state)
-        load_optimizer_state(optimizer, ckpt.state_tensors, ckpt.info["optimizer"])
-        if ema is not None:
-            ema_sd = {k[4:]: v for k, v in ckpt.state_tensors.items() if k.startswith("ema.")}
-            if not ema_sd:
-                raise CheckpointError(f"{resume_path} has no EMA weights, but --ema is on")
-            ema.load_state_dict(ema_sd)
-        if ckpt.info.get("scaler"):
-            scaler.load_state_dict(ckpt.info["scaler"])
-        state.update(ckpt.info["state"])
-        old = ckpt.info.get("config", {})
-        changed = [k for k in ("batch_size", "epochs", "lr", "seed", "limit_train",
-                               "max_steps_per_epoch") if k in old and old[k] != getattr(cfg, k)]
-        if changed or ckpt.info.get("world_size", info.world_size) != info.world_size:
-            _log(f"warning: resuming with changed settings {changed} (or process count): the "
-                 f"result will differ from an uninterrupted run", info, cfg.quiet)
-        _log(f"resumed from {resume_path}: epoch {state['epoch'] + 1}, after step "
-             f"{state['step_in_epoch']} of the epoch (global step {state['global_step']})",
-             info, cfg.quiet)
-    if resume_path is not None and state["epoch"] >= cfg.epochs:
-        final_path = out / "final.json"
-        _log(f"the run in {out} is already complete ({state['epoch']} epochs)", info, cfg.quiet)
-        return json.loads(final_path.read_text()) if final_path.is_file() else {}
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics_file = out / "metrics.jsonl"
-        lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
-        keep = [ln for ln in lines if resume_path and json.loads(ln)["epoch"] < state["epoch"]]
-        metrics_file.write_text("".join(ln + "\n" for ln in keep))
-    _log(f"model {cfg.model}: {n_params / 1e6:.3f}M parameters; {steps_per_epoch} steps/epoch "
-         f"x {cfg.epochs} epochs, batch {cfg.batch_size} on {info.world_size} x {device}; "
-         f"out {out}", info, cfg.quiet)
+    return resume_path
 
-    ddp_model = model
-    if info.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def save_last(epoch: int, step_in_epoch: int, global_step: int, sums: torch.Tensor) -> None:
-        tensors, opt_info = optimizer_state(optimizer)
-        if ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        record = {
-            "config": cfg.to_dict(), "world_size": info.world_size, "params": n_params,
-            "dataset": train_set.name,
-            "state": {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
-                      "global_step": global_step, "sums": sums.tolist()},
-            "optimizer": opt_info, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-        }
-        save_checkpoint(out, "last", model_state=model.state_dict(), model_meta=meta,
-                        state_tensors=tensors, info=record)
+def _resume(run: Run, path: Path, state: dict[str, Any]) -> None:
+    """Restore weights, AdamW moments, EMA, scaler and counters from ``path``."""
+    cfg, info = run.cfg, run.info
+    ckpt = load_checkpoint(path)
+    check_model_name(cfg.model, ckpt.info.get("config", {}).get("model"), path)
+    run.model.load_state_dict(ckpt.model_state)
+    load_optimizer_state(run.optimizer, ckpt.state_tensors, ckpt.info["optimizer"])
+    if run.ema is not None:
+        ema_sd = {k[4:]: v for k, v in ckpt.state_tensors.items() if k.startswith("ema.")}
+        if not ema_sd:
+            raise CheckpointError(f"{path} has no EMA weights, but --ema is on")
+        run.ema.load_state_dict(ema_sd)
+    if ckpt.info.get("scaler"):
+        run.scaler.load_state_dict(ckpt.info["scaler"])
+    state.update(ckpt.info["state"])
+    old = ckpt.info.get("config", {})
+    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "limit_train",
+                           "max_steps_per_epoch") if k in old and old[k] != getattr(cfg, k)]
+    if changed or ckpt.info.get("world_size", info.world_size) != info.world_size:
+        _log(f"warning: resuming with changed settings {changed} (or process count): the "
+             f"result will differ from an uninterrupted run", info, cfg.quiet)
+    _log(f"resumed from {path}: epoch {state['epoch'] + 1}, after step "
+         f"{state['step_in_epoch']} of the epoch (global step {state['global_step']})",
+         info, cfg.quiet)
 
-    last_val: dict[str, Any] = {}
+
+def _open_out(run: Run, resumed: bool, state: dict[str, Any]) -> None:
+    """Create the output directory; keep only the finished epochs' metrics lines."""
+    if not run.info.is_main:
+        return
+    run.out.mkdir(parents=True, exist_ok=True)
+    metrics_file = run.out / "metrics.jsonl"
+    lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+    keep = [ln for ln in lines if resumed and json.loads(ln)["epoch"] < state["epoch"]]
+    metrics_file.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _save_last(run: Run, state: dict[str, Any], epoch: int, step_in_epoch: int,
+               global_step: int, sums: torch.Tensor) -> None:
+    """Write ``last.*``: weights, optimiser, EMA, scaler and where the run stands."""
+    tensors, opt_info = optimizer_state(run.optimizer)
+    if run.ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in run.ema.state_dict().items()})
+    record = {
+        "config": run.cfg.to_dict(), "world_size": run.info.world_size,
+        "params": run.n_params, "dataset": run.train_set.name,
+        "state": {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                  "global_step": global_step, "sums": sums.tolist()},
+        "optimizer": opt_info,
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+    }
+    save_checkpoint(run.out, "last", model_state=run.model.state_dict(), model_meta=run.meta,
+                    state_tensors=tensors, info=record)
+
+
+def _train_step(run: Run, step: int, images: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimisation step on a batch already on the device; returns the loss, the
+    logits and the learning rate."""
+    cfg, optimizer = run.cfg, run.optimizer
+    torch.manual_seed(step_seed(cfg.seed, run.info.rank, step))
+    lr = lr_at(step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, targets = run.augment(images, labels)
+    with torch.autocast(run.device.type, dtype=run.dtype or torch.float32,
+                        enabled=run.dtype is not None):
+        logits = run.ddp_model(x)
+        loss = soft_cross_entropy(logits, targets, cfg.label_smoothing)
+        if run.has_aux:
+            loss = loss + cfg.aux_weight * run.model.auxiliary_loss()
+    optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.clip_grad > 0:
+        run.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.model, step)
+    return loss, logits, lr
+
+
+def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
+                    on_step: StepHook | None = None) -> dict[str, Any]:
+    """Train ``epoch`` from where ``state`` stands (mid-epoch after a resume).
+
+    Returns ``{"sums": tensor [loss * n, correct, n] over all ranks, "seen": images,
+    "seconds": training time, "step": the last step's index}``.
+    """
+    cfg, info, device, spe = run.cfg, run.info, run.device, run.steps_per_epoch
+    run.loader.set_epoch(epoch)
+    start = state["step_in_epoch"] if epoch == state["epoch"] else 0
+    # loss * n, correct, n of this rank; rank 0 carries the reduced sums of a resumed epoch
+    sums = torch.tensor(state["sums"] if start else [0.0, 0.0, 0.0], dtype=torch.float64,
+                        device=device)
+    if start and not info.is_main:
+        sums.zero_()
+    run.ddp_model.train()
+    t_epoch, seen = time.perf_counter(), 0
     show_bar = info.is_main and not cfg.quiet and sys.stderr.isatty()
-    for epoch in range(state["epoch"], cfg.epochs):
-        loader.set_epoch(epoch)
-        start = state["step_in_epoch"] if epoch == state["epoch"] else 0
-        sums = torch.tensor(state["sums"] if start else [0.0, 0.0, 0.0], dtype=torch.float64,
-                            device=device)  # loss * n, correct, n (this rank; all ranks if
-        # restored: rank 0 carries the reduced sums of a resumed epoch)
-        if start and not info.is_main:
-            sums.zero_()
-        ddp_model.train()
-        t_epoch, seen = time.perf_counter(), 0
-        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not show_bar, dynamic_ncols=True, leave=False)
-        step = epoch * steps_per_epoch + start
-        for i, (images, labels) in enumerate(loader.iter_from(start), start):
-            if i >= steps_per_epoch:
-                break
-            step = epoch * steps_per_epoch + i
-            torch.manual_seed(step_seed(cfg.seed, info.rank, step))
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            x, targets = augment(images, labels)
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                logits = ddp_model(x)
-                loss = soft_cross_entropy(logits, targets, cfg.label_smoothing)
-                if has_aux:
-                    loss = loss + cfg.aux_weight * model.auxiliary_loss()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update(model, step)
-            with torch.no_grad():
-                correct = (logits.argmax(-1) == labels).sum()
-                sums += torch.stack([loss.detach().double() * len(labels), correct.double(),
-                                     torch.tensor(float(len(labels)), dtype=torch.float64,
-                                                  device=device)])
-            seen += len(labels) * info.world_size
-            if show_bar:
-                bar.update(1)
-                if i % 10 == 0 or i + 1 == steps_per_epoch:
-                    s = sums.tolist()
-                    rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
-                    bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}",
-                                    img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-            done = i + 1
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and done < steps_per_epoch:
-                reduced = D.all_reduce_sum(sums.clone(), info)
-                if info.is_main:
-                    save_last(epoch, done, step + 1, reduced)
-            if cfg.stop_after_steps is not None and step + 1 >= cfg.stop_after_steps:
-                D.barrier(info)
-                os.kill(os.getpid(), signal.SIGKILL)  # a hard kill, as a test of --resume
-        bar.close()
-        train_time = time.perf_counter() - t_epoch
-        D.all_reduce_sum(sums, info)
-        loss_sum, correct, n = sums.tolist()
-        # -- evaluate, record, checkpoint
-        eval_model = ema.module if ema is not None else model
-        last_val = evaluate(eval_model, val_loader, normalize, device, train_set.num_classes,
-                            dtype, info) if val_loader is not None else {}
-        seconds = time.perf_counter() - t_epoch
-        state["train_seconds"] += seconds
-        record = {
-            "epoch": epoch, "train_loss": loss_sum / max(n, 1),
-            "train_top1": 100 * correct / max(n, 1), "val_loss": last_val.get("loss"),
-            "val_top1": last_val.get("top1"), "val_top5": last_val.get("top5"),
-            "val_count": last_val.get("count"),
-            "lr": lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr),
-            "images_per_s": seen / max(train_time, 1e-9), "seconds": seconds,
-            "steps": (epoch + 1) * steps_per_epoch,
-        }
-        score = last_val.get("top1", -1.0)
-        is_best = state["best_top1"] is None or score > state["best_top1"]
-        if is_best:
-            state["best_top1"] = score
-        if info.is_main:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if is_best:
-                save_safetensors(out / "best.safetensors", eval_model.state_dict(),
-                                 {**meta, "epoch": epoch, "val_top1": score})
-            save_last(epoch + 1, 0, (epoch + 1) * steps_per_epoch, torch.zeros(3))
-        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        val_msg = (f"val top-1 {last_val['top1']:.2f} top-5 {last_val['top5']:.2f}"
-                   if last_val else "no validation split")
-        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
-             f"top-1 {record['train_top1']:.2f}, {val_msg}, {record['images_per_s']:.0f} img/s, "
-             f"{seconds:.1f} s", info, cfg.quiet)
+    bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not show_bar, dynamic_ncols=True, leave=False)
+    step = epoch * spe + start
+    for i, (images, labels) in enumerate(run.loader.iter_from(start), start):
+        if i >= spe:
+            break
+        step = epoch * spe + i
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        loss, logits, lr = _train_step(run, step, images, labels)
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == labels).sum()
+            sums += torch.stack([loss.detach().double() * len(labels), correct.double(),
+                                 torch.tensor(float(len(labels)), dtype=torch.float64,
+                                              device=device)])
+        seen += len(labels) * info.world_size
+        if show_bar:
+            bar.update(1)
+            if i % 10 == 0 or i + 1 == spe:
+                s = sums.tolist()
+                rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
+                bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}",
+                                img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and i + 1 < spe:
+            reduced = D.all_reduce_sum(sums.clone(), info)
+            if info.is_main:
+                _save_last(run, state, epoch, i + 1, step + 1, reduced)
+        if on_step is not None:
+            on_step(step + 1)
+    bar.close()
+    seconds = time.perf_counter() - t_epoch
+    return {"sums": D.all_reduce_sum(sums, info), "seen": seen, "seconds": seconds,
+            "step": step}
 
-    final = {
+
+def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any],
+               val: dict[str, Any], t_epoch: float) -> None:
+    """Record the epoch: ``metrics.jsonl``, ``best.safetensors``, ``last.*``, a log line."""
+    cfg, spe = run.cfg, run.steps_per_epoch
+    loss_sum, correct, n = stats["sums"].tolist()
+    seconds = time.perf_counter() - t_epoch
+    state["train_seconds"] += seconds
+    record = {
+        "epoch": epoch, "train_loss": loss_sum / max(n, 1),
+        "train_top1": 100 * correct / max(n, 1), "val_loss": val.get("loss"),
+        "val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_count": val.get("count"),
+        "lr": lr_at(stats["step"], run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr),
+        "images_per_s": stats["seen"] / max(stats["seconds"], 1e-9), "seconds": seconds,
+        "steps": (epoch + 1) * spe,
+    }
+    score = val.get("top1", -1.0)
+    is_best = state["best_top1"] is None or score > state["best_top1"]
+    if is_best:
+        state["best_top1"] = score
+    if run.info.is_main:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if is_best:
+            save_safetensors(run.out / "best.safetensors", run.eval_model().state_dict(),
+                             {**run.meta, "epoch": epoch, "val_top1": score})
+        _save_last(run, state, epoch + 1, 0, (epoch + 1) * spe, torch.zeros(3))
+    state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+    val_msg = (f"val top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}"
+               if val else "no validation split")
+    _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+         f"top-1 {record['train_top1']:.2f}, {val_msg}, {record['images_per_s']:.0f} img/s, "
+         f"{seconds:.1f} s", run.info, cfg.quiet)
+
+
+def _final(run: Run, state: dict[str, Any], val: dict[str, Any], t_start: float) -> dict:
+    """The contents of ``final.json``."""
+    cfg, train_set, val_set = run.cfg, run.train_set, run.val_set
+    return {
         "model": cfg.model, "dataset": train_set.name, "epochs": cfg.epochs,
-        "top1": last_val.get("top1"), "top5": last_val.get("top5"),
-        "best_top1": state["best_top1"] if last_val else None,
-        "params": n_params, "train_seconds": state["train_seconds"],
+        "top1": val.get("top1"), "top5": val.get("top5"),
+        "best_top1": state["best_top1"] if val else None,
+        "params": run.n_params, "train_seconds": state["train_seconds"],
         "wall_seconds": time.perf_counter() - t_start,
         "train_images": len(train_set), "val_images": len(val_set) if val_set else 0,
         "val_split": val_set.split if val_set is not None else None,
-        "steps": total_steps, "world_size": info.world_size, "device": str(device),
-        "amp": str(dtype).replace("torch.", "") if dtype else "off",
-        "per_class_top1": dict(zip(train_set.classes, last_val.get("per_class", []),
-                                   strict=False)),
-        "out": str(out), "config": cfg.to_dict(),
+        "steps": run.total_steps, "world_size": run.info.world_size, "device": str(run.device),
+        "amp": str(run.dtype).replace("torch.", "") if run.dtype else "off",
+        "per_class_top1": dict(zip(train_set.classes, val.get("per_class", []), strict=False)),
+        "out": str(run.out), "config": cfg.to_dict(),
     }
-    if info.is_main:
-        atomic_write_json(out / "final.json", final)
-        _log(f"done: {out / 'final.json'}", info, cfg.quiet)
-    return final
 
+
+def train(cfg: TrainConfig, on_step: StepHook | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg``'s data; return the contents of ``final.json``.
+
+    ``on_step(steps_done)`` runs on every process after each optimisation step (and the
+    checkpoint it may trigger). Launch under ``torchrun`` for DDP. Only rank 0 writes
+    files and prints.
+    """
+    info = D.setup(cfg.device)
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, info, on_step)
+    finally:
+        torch.set_num_threads(threads)
+        D.teardown(info)
+
+
+def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _check(cfg, info)
+    run = _setup(cfg, info)
+    resume_path = _locate(cfg, run)
+    state = _fresh_state()
+    if resume_path is not None:
+        _resume(run, resume_path, state)
+        if state["epoch"] >= cfg.epochs:
+            _log(f"the run in {run.out} is already complete ({state['epoch']} epochs)", info,
+                 cfg.quiet)
+            final_path = run.out / "final.json"
+            return json.loads(final_path.read_text()) if final_path.is_file() else {}
+    _open_out(run, resume_path is not None, state)
+    _log(f"model {cfg.model}: {run.n_params / 1e6:.3f}M parameters; {run.steps_per_epoch} "
+         f"steps/epoch x {cfg.epochs} epochs, batch {cfg.batch_size} on {info.world_size} x "
+         f"{run.device}; out {run.out}", info, cfg.quiet)
+    run.ddp_model = run.model
+    if info.enabled:
+        run.ddp_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+
+    val: dict[str, Any] = {}
+    for epoch in range(state["epoch"], cfg.epochs):
+        t_epoch = time.perf_counter()
+        stats = train_one_epoch(run, state, epoch, on_step)
+        val = {} if run.val_loader is None else evaluate(
+            run.eval_model(), run.val_loader, run.normalize, run.device,
+            run.train_set.num_classes, run.dtype, info)
+        _end_epoch(run, state, epoch, stats, val, t_epoch)
+
+    final = _final(run, state, val, t_start)
+    if info.is_main:
+        atomic_write_json(run.out / "final.json", final)
+        _log(f"done: {run.out / 'final.json'}", info, cfg.quiet)
+    return final

@@ -1,21 +1,18 @@
-"""``beyond-attention evaluate``: top-1, top-5 and per-class accuracy of a checkpoint.
+"""Top-1, top-5 and per-class accuracy of a saved checkpoint: :func:`evaluate_checkpoint`.
 
 The checkpoint is a safetensors file of model weights (``best.safetensors`` or
 ``last.safetensors`` of a training run); the metadata stored with it names the model, its
 classes, input size and normalisation, so ``--model`` may be left out. Given both, a
-mismatch is an error that names the two models.
+mismatch is an error that names the two models. The ``evaluate`` command
+(:mod:`beyond_attention.commands.evaluate`) is a thin layer over it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..data import BatchLoader, Normalize, find_dataset
-from ..data.find import DATASET_NAMES
 from . import distributed as D
 from .checkpoint import (
     CheckpointError,
@@ -88,47 +85,3 @@ def evaluate_checkpoint(
         "top5": result["top5"],
         "per_class": dict(zip(classes, result["per_class"], strict=True)),
     }
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``evaluate`` command's flags."""
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="model weights (.safetensors), e.g. runs/NAME/best.safetensors")
-    p.add_argument("--model", default=None,
-                   help="registered model name (default: the one recorded in the checkpoint)")
-    p.add_argument("--data", default=None, metavar="PATH",
-                   help="dataset path (default: $BEYOND_ATTENTION_DATA, then standard places)")
-    p.add_argument("--dataset", default="auto", choices=DATASET_NAMES)
-    p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate a fixed random subset of N images")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", nargs="?", const="auto", default="off",
-                   choices=["off", "auto", "bf16", "fp16"])
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--img-size", type=int, default=None,
-                   help="decode an image folder of mixed sizes at this size (as in training)")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the ``evaluate`` command."""
-    result = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.model, args.dataset, args.batch_size,
-        args.limit, args.device, args.amp, args.cache_dir, args.download, args.img_size,
-    )
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-        return 0
-    print(f"{result['model']} on {result['dataset']} {result['split']} "
-          f"({result['count']} images): top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"loss {result['loss']:.4f}")
-    width = max(len(c) for c in result["per_class"])
-    for cls, acc in result["per_class"].items():
-        shown = "   n/a" if acc is None else f"{acc:6.2f}%"
-        print(f"  {cls:<{width}}  {shown}")
-    return 0
-
