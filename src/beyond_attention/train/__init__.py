@@ -1,11 +1,13 @@
 """Training and evaluation: the engine, its optimiser and schedule, checkpoints, DDP.
 
-:func:`train` runs a :class:`TrainConfig` (the ``train`` command's flags) on one CPU, one
-GPU or many under ``torchrun``; :func:`evaluate_checkpoint` scores a saved model.
+:func:`train` runs a :class:`TrainConfig` (``config.py``: every setting once, with the
+``train`` command's flag in its metadata) on one CPU, one GPU or many under ``torchrun``;
+:func:`evaluate_checkpoint` scores a saved model.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .engine import DEFAULT_MODEL, TrainConfig, evaluate, soft_cross_entropy, step_seed, train
+from .config import DEFAULT_MODEL, TrainConfig
+from .engine import evaluate, soft_cross_entropy, step_seed, train
 from .evaluate import evaluate_checkpoint
 from .optim import ModelEma, build_optimizer, lr_at, param_groups
 
