@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+from ..bench.mixers import MixerSettings, run_sweep
+from ..bench.models import ModelSettings
+from ..bench.models import run_models as run_model_bench
 from ..bench.report import machine_info, write_json
 
 # defaults, and the --quick preset (tiny sizes, for tests and CI smoke runs)
@@ -293,8 +296,6 @@ def _mixer_command(s: Any, args: argparse.Namespace) -> str:
 
 def run_mixers(args: argparse.Namespace) -> int:
     """``bench mixers``: run the sweep, print the tables, write JSON/markdown/plots."""
-    from ..bench.mixers import MixerSettings, run_sweep
-
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         return _write_mixer_outputs(result, args)
@@ -368,8 +369,6 @@ def _write_mixer_outputs(result: dict[str, Any], args: argparse.Namespace) -> in
 
 def run_models(args: argparse.Namespace) -> int:
     """``bench models``: throughput of the registered models matching the pattern."""
-    from ..bench.models import ModelSettings, run_models
-
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         return _write_model_outputs(result, args)
@@ -399,7 +398,7 @@ def run_models(args: argparse.Namespace) -> int:
         f"torch {machine['torch']}, device {args.device}",
         flush=True,
     )
-    result = run_models(settings, log=lambda s: print(s, flush=True))
+    result = run_model_bench(settings, log=lambda s: print(s, flush=True))
     result["machine"] = machine
     parts = ["beyond-attention", "bench", "models", args.pattern, "--batch", settings.batch]
     if args.img_size:
