@@ -8,8 +8,9 @@ import pytest
 
 from beyond_attention.bench.mixers_report import console_table, markdown_report, write_plots
 from beyond_attention.bench.point import PointResult
-from beyond_attention.bench.report import fmt_bytes, fmt_num, format_table, write_json
+from beyond_attention.bench.report import write_json
 from beyond_attention.bench.sweep import crossovers
+from beyond_attention.tables import fmt_bytes, fmt_num, format_table
 
 TOKENS = [196, 784, 3136]
 

@@ -77,6 +77,10 @@ class PointResult(Record):
     def ok(self) -> bool:
         return self.status == OK
 
+    def fail(self, status: str, reason: str) -> None:
+        """Record that the point could not be measured (``status`` other than ``ok``)."""
+        self.status, self.reason = status, reason
+
     def vs_self_median(self, metric: str) -> float | None:
         """The median interleaved ratio to SDPA for ``metric`` (``forward``/``train``)."""
         r = (self.vs_self or {}).get(metric)
@@ -157,10 +161,9 @@ def measure_point(
         if p.batch == batch and p.tokens < tokens and p.status in (OOM, TOO_SLOW, SKIPPED)
     ]
     if failed:
-        _update(
-            point,
-            status=SKIPPED,
-            reason=f"already {failed[-1].status} at {failed[-1].tokens:,} tokens",
+        point.fail(
+            SKIPPED,
+            f"already {failed[-1].status} at {failed[-1].tokens:,} tokens",
         )
         log(_point_line(point))
         return point
@@ -168,10 +171,9 @@ def measure_point(
     if pred is not None:
         point.predicted = pred
         if pred["memory_bytes"] > settings.max_memory_gb * 2**30:
-            _update(
-                point,
-                status=SKIPPED,
-                reason=(
+            point.fail(
+                SKIPPED,
+                (
                     f"predicted {pred['memory_bytes'] / 2**30:.1f} GiB > "
                     f"--max-memory-gb {settings.max_memory_gb:g}"
                 ),
@@ -179,10 +181,9 @@ def measure_point(
             log(_point_line(point))
             return point
         if pred["train_ms"] / 1e3 > settings.max_seconds:
-            _update(
-                point,
-                status=TOO_SLOW,
-                reason=(
+            point.fail(
+                TOO_SLOW,
+                (
                     f"predicted {pred['train_ms'] / 1e3:.0f} s per forward+backward > "
                     f"--max-seconds {settings.max_seconds:g}"
                 ),
@@ -227,14 +228,15 @@ def measure_point(
         if entry.vs_self and self_available:
             point.vs_self = _ratios_vs_self(module, inputs, grid, batch, settings, gen)
     except BudgetExceeded as e:
-        _update(point, status=TOO_SLOW, reason=str(e), train_median_ms=e.seconds * 1e3)
+        point.fail(TOO_SLOW, str(e))
+        point.train_median_ms = e.seconds * 1e3
     except (RuntimeError, MemoryError) as e:
         if _is_oom(e):
-            _update(point, status=OOM, reason=str(e).splitlines()[0][:200])
+            point.fail(OOM, str(e).splitlines()[0][:200])
         else:
-            _update(point, status=ERROR, reason=_error_reason(e))
+            point.fail(ERROR, _error_reason(e))
     except (ValueError, TypeError, ImportError, NotImplementedError, AssertionError) as e:
-        _update(point, status=ERROR, reason=_error_reason(e))
+        point.fail(ERROR, _error_reason(e))
     finally:
         del module
         release(dev, collect=not point.ok)
@@ -300,8 +302,3 @@ def _point_line(p: PointResult) -> str:
 
 def _error_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-
-
-def _update(point: PointResult, **values: Any) -> None:
-    for key, value in values.items():
-        setattr(point, key, value)
