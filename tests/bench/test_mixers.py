@@ -9,14 +9,11 @@ import torch
 from torch import nn
 
 from beyond_attention.bench.baselines import BareGemms, NaiveSelfAttention
+from beyond_attention.bench.compile_study import compile_speedups
+from beyond_attention.bench.contenders import MixerEntry
 from beyond_attention.bench.counting import forward_flops
-from beyond_attention.bench.mixers import (
-    MixerEntry,
-    MixerSettings,
-    compile_speedups,
-    measure_point,
-    predict,
-)
+from beyond_attention.bench.point import PointResult, measure_point, predict
+from beyond_attention.bench.settings import MixerSettings
 from beyond_attention.layers.self_attention import SelfAttention
 
 
@@ -86,36 +83,26 @@ def _entry(message: str) -> MixerEntry:
 def test_failures_are_recorded_not_raised():
     settings = MixerSettings(dim=4, warmup=0, repeats=1)
     p = measure_point(_entry("CUDA out of memory. Tried to allocate"), (2, 2), 1, settings)
-    assert p["status"] == "oom" and "out of memory" in p["reason"]
+    assert p.status == "oom" and "out of memory" in p.reason
     p = measure_point(_entry("something else"), (2, 2), 1, settings)
-    assert p["status"] == "error" and "something else" in p["reason"]
+    assert p.status == "error" and "something else" in p.reason
 
 
 def test_bigger_points_skipped_after_a_failure():
     settings = MixerSettings(dim=4)
-    history = [{"mixer": "boom", "batch": 1, "tokens": 16, "status": "too_slow"}]
+    history = [PointResult("boom", 1, [4, 4], 16, status="too_slow")]
     p = measure_point(_entry("never built"), (8, 8), 1, settings, history=history)
-    assert p["status"] == "skipped" and "too_slow at 16" in p["reason"]
+    assert p.status == "skipped" and "too_slow at 16" in p.reason
 
 
 def test_predict_extrapolates_with_the_observed_growth():
     hist = [
-        {
-            "status": "ok",
-            "batch": 1,
-            "tokens": 100,
-            "activation_bytes": 1000,
-            "param_bytes": 10,
-            "train_median_ms": 1.0,
-        },
-        {
-            "status": "ok",
-            "batch": 1,
-            "tokens": 400,
-            "activation_bytes": 4000,
-            "param_bytes": 10,
-            "train_median_ms": 16.0,
-        },
+        PointResult(
+            "m", 1, [10, 10], 100, activation_bytes=1000, param_bytes=10, train_median_ms=1.0
+        ),
+        PointResult(
+            "m", 1, [20, 20], 400, activation_bytes=4000, param_bytes=10, train_median_ms=16.0
+        ),
     ]
     pred = predict(hist, 1600, 1)
     # activations linear (x4), time quadratic (x16), parameters constant (x2 for grads)
@@ -133,5 +120,5 @@ def test_compile_speedup_runs():
         dim=16, heads=2, memory_size=8, warmup=0, pairs=2, batches=[1], compile_grid=(4, 4)
     )
     (row,) = compile_speedups(settings, ["external"], log=lambda s: None)
-    assert row["status"] == "ok", row
-    assert row["forward"]["ratio"]["median"] > 0 and row["train"]["ratio"]["median"] > 0
+    assert row.status == "ok", row
+    assert row.forward["ratio"]["median"] > 0 and row.train["ratio"]["median"] > 0

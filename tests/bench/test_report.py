@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from beyond_attention.bench.mixers import crossovers
 from beyond_attention.bench.mixers_report import console_table, markdown_report, write_plots
-from beyond_attention.bench.report import fmt_bytes, fmt_num, format_table, write_json
+from beyond_attention.bench.point import PointResult
+from beyond_attention.bench.report import write_json
+from beyond_attention.bench.sweep import crossovers
+from beyond_attention.tables import fmt_bytes, fmt_num, format_table
 
 TOKENS = [196, 784, 3136]
 
@@ -140,7 +142,8 @@ def synthetic_result() -> dict:
             }
         ],
     }
-    result["crossovers"] = crossovers(points, [1])
+    found = crossovers([PointResult.from_json(p) for p in points], [1])
+    result["crossovers"] = [c.to_json() for c in found]
     return result
 
 

@@ -4,7 +4,14 @@
 - :mod:`.memory`: bytes saved for backward (saved-tensor hooks), CUDA peak memory.
 - :mod:`.counting`: FLOPs, including the FFT-based convolutions of the lambda layer.
 - :mod:`.crossover`: where a mixer becomes cheaper than self-attention.
-- :mod:`.mixers` / :mod:`.models`: the two benchmarks behind ``beyond-attention bench``.
+- :mod:`.settings`: what a run is made of; the ``bench`` flags and the reproduction command
+  are derived from its dataclass fields.
+- the mixer benchmark, one job per module: :mod:`.contenders` (mixers, baselines, peers,
+  LaViT adapters), :mod:`.point` (one measurement), :mod:`.targets` (acceptance targets),
+  :mod:`.compile_study`, :mod:`.sweep` (the run), :mod:`.mixers_report` (its report);
+  :mod:`.mixers` gathers them under one name.
+- :mod:`.models`: the model benchmark and its report.
+- :mod:`.records`: the results as dataclasses reading and writing the recorded JSON.
 """
 
 from .counting import forward_flops

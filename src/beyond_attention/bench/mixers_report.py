@@ -1,4 +1,8 @@
-"""Console table, markdown report and plots of a mixer sweep (:func:`.mixers.run_sweep`)."""
+"""Console table, markdown report and plots of a mixer sweep (:func:`.sweep.run_sweep`).
+
+Every function takes a :class:`~.sweep.SweepResult` (or its JSON dict, read with
+:meth:`~.sweep.SweepResult.from_json`).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..tables import fmt_bytes, fmt_num, format_table
 from .crossover import CROSSES, interpolate_loglog
-from .report import (
-    fmt_bytes,
-    fmt_ms,
-    fmt_num,
-    fmt_ratio,
-    format_table,
-    load_note,
-    machine_markdown,
-)
+from .report import fmt_ms, fmt_ratio, load_note, machine_markdown
+from .sweep import SweepResult
 
 METRIC_LABELS = {
     "flops": "FLOPs",
@@ -24,8 +22,17 @@ METRIC_LABELS = {
 }
 
 
-def _rows(result: dict[str, Any], batch: int, markdown: bool) -> tuple[list[str], list[list[Any]]]:
-    cuda = str(result.get("machine", {}).get("device", "cpu")).startswith("cuda")
+def as_sweep(result: SweepResult | dict[str, Any]) -> SweepResult:
+    """``result`` as a :class:`SweepResult` (a JSON dict is read)."""
+    return result if isinstance(result, SweepResult) else SweepResult.from_json(result)
+
+
+def _device(result: SweepResult) -> str:
+    return str((result.machine or {}).get("device", "cpu"))
+
+
+def _rows(result: SweepResult, batch: int, markdown: bool) -> tuple[list[str], list[list[Any]]]:
+    cuda = _device(result).startswith("cuda")
     headers = [
         "mixer",
         "tokens",
@@ -38,57 +45,53 @@ def _rows(result: dict[str, Any], batch: int, markdown: bool) -> tuple[list[str]
     if cuda:
         headers.append("peak")
     headers += ["fwd / SDPA", "fwd+bwd / SDPA", "status"]
-    labels = result["mixers"]
-    order = {n: i for i, n in enumerate(labels)}
+    order = {n: i for i, n in enumerate(result.mixers)}
     rows = []
-    points = sorted(
-        result["points"], key=lambda p: (order.get(p["mixer"], len(order)), p["tokens"])
-    )
+    points = sorted(result.points, key=lambda p: (order.get(p.mixer, len(order)), p.tokens))
     for p in points:
-        if p["batch"] != batch:
+        if p.batch != batch:
             continue
-        name = labels.get(p["mixer"], {}).get("label", p["mixer"]) if markdown else p["mixer"]
-        vs = p.get("vs_self") or {}
+        vs = p.vs_self or {}
         row = [
-            name,
-            f"{p['grid'][0]}x{p['grid'][1]}={p['tokens']:,}",
-            fmt_num(p["params"] / 1e6, 3) + "M" if p.get("params") is not None else "-",
-            fmt_num(p["flops"] / 1e9) if p.get("flops") is not None else "-",
-            fmt_ms(p.get("forward_ms")),
-            fmt_ms(p.get("train_ms")),
-            fmt_bytes(p.get("activation_bytes")),
+            result.label(p.mixer) if markdown else p.mixer,
+            f"{p.grid[0]}x{p.grid[1]}={p.tokens:,}",
+            fmt_num(p.params / 1e6, 3) + "M" if p.params is not None else "-",
+            fmt_num(p.flops / 1e9) if p.flops is not None else "-",
+            fmt_ms(p.forward_ms),
+            fmt_ms(p.train_ms),
+            fmt_bytes(p.activation_bytes),
         ]
         if cuda:
-            row.append(fmt_bytes(p.get("peak_bytes")))
-        status = p["status"] if p["status"] == "ok" else f"{p['status']}: {p['reason']}"
+            row.append(fmt_bytes(p.peak_bytes))
+        status = p.status if p.ok else f"{p.status}: {p.reason}"
         row += [fmt_ratio(vs.get("forward")), fmt_ratio(vs.get("train")), status]
         rows.append(row)
     return headers, rows
 
 
-def console_table(result: dict[str, Any]) -> str:
+def console_table(result: SweepResult | dict[str, Any]) -> str:
     """The sweep as aligned text tables, one per batch size."""
+    result = as_sweep(result)
     parts = []
-    batches = result["settings"]["batches"] if result["points"] else []
+    batches = result.settings.batches if result.points else []
     for batch in batches:
         headers, rows = _rows(result, batch, markdown=False)
         parts.append(f"batch {batch}\n" + format_table(headers, rows))
-    if result.get("crossovers"):
+    if result.crossovers:
         parts.append(
             "crossovers vs SDPA self-attention (tokens)\n" + format_table(*_crossover_rows(result))
         )
     return "\n\n".join(parts)
 
 
-def _crossover_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    labels = result["mixers"]
+def _crossover_rows(result: SweepResult) -> tuple[list[str], list[list[Any]]]:
     by_key: dict[tuple[str, int], dict[str, str]] = {}
-    for c in result["crossovers"]:
-        by_key.setdefault((c["mixer"], c["batch"]), {})[c["metric"]] = c["text"]
+    for c in result.crossovers:
+        by_key.setdefault((c.mixer, c.batch), {})[c.metric] = c.text
     headers = ["mixer", "batch", *(METRIC_LABELS[m] for m in ("flops", "forward", "train"))]
     rows = [
         [
-            labels.get(m, {}).get("label", m),
+            result.label(m),
             b,
             *(v.get(k, "-") for k in ("flops", "forward", "train")),
         ]
@@ -97,60 +100,55 @@ def _crossover_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     return headers, rows
 
 
-def _target_rows(result: dict[str, Any]) -> list[list[Any]]:
+def _target_rows(result: SweepResult) -> list[list[Any]]:
     rows = []
-    for t in result.get("targets", []):
-        if "error" in t:
-            rows.append(
-                [
-                    t["description"] if "description" in t else t["name"],
-                    "-",
-                    "-",
-                    f"not measured: {t['error']}",
-                ]
-            )
+    for t in result.targets:
+        if t.error is not None:
+            rows.append([t.description or t.name, "-", "-", f"not measured: {t.error}"])
             continue
-        if "ratio" in t:
-            r = t["ratio"]["ratio"]
-            value = f"{t['value']:.3f}x (IQR {r['q1']:.3f}-{r['q3']:.3f}, {r['n']} pairs)"
-            goal = f"{t['op']} {t['target']}x"
+        if t.ratio is not None:
+            r = t.ratio["ratio"]
+            value = f"{t.value:.3f}x (IQR {r['q1']:.3f}-{r['q3']:.3f}, {r['n']} pairs)"
+            goal = f"{t.op} {t.target}x"
         else:
-            value = fmt_bytes(t["value"])
-            goal = f"{t['op']} {fmt_bytes(t['target'])}"
-        verdict = {True: "met", False: "missed", None: "-"}[t.get("passed")]
-        if "memory_passed" in t:
-            speed = t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"]
+            value = fmt_bytes(t.value)
+            goal = f"{t.op} {fmt_bytes(t.target)}"
+        verdict = {True: "met", False: "missed", None: "-"}[t.passed]
+        if t.memory_passed is not None:
             verdict = (
-                f"speed {'met' if speed else 'missed'}, memory "
-                f"{'met' if t['memory_passed'] else 'missed'}"
+                f"speed {'met' if t.speed_passed else 'missed'}, memory "
+                f"{'met' if t.memory_passed else 'missed'}"
             )
-        if "activation_bytes_ours" in t:
+        if t.activation_bytes_ours is not None:
             verdict += (
-                f"; activations ours {fmt_bytes(t['activation_bytes_ours'])} vs peer "
-                f"{fmt_bytes(t['activation_bytes_peer'])}"
+                f"; activations ours {fmt_bytes(t.activation_bytes_ours)} vs peer "
+                f"{fmt_bytes(t.activation_bytes_peer)}"
             )
-        if "train_ms" in t:
-            verdict += f"; fwd+bwd {fmt_ms(t['train_ms'])} ms"
-        rows.append([t["description"], value, goal, verdict])
+        if t.train_ms is not None:
+            verdict += f"; fwd+bwd {fmt_ms(t.train_ms)} ms"
+        rows.append([t.description, value, goal, verdict])
     return rows
 
 
 def markdown_report(
-    result: dict[str, Any], plots: Sequence[str | Path] = (), title: str = "Token mixers"
+    result: SweepResult | dict[str, Any],
+    plots: Sequence[str | Path] = (),
+    title: str = "Token mixers",
 ) -> str:
     """The sweep as a markdown document (plots linked by file name, relative)."""
-    s = result["settings"]
-    machine = result.get("machine", {})
+    result = as_sweep(result)
+    s = result.settings
+    machine = result.machine or {}
     lines = [f"# {title}: cost against resolution", ""]
-    if result.get("command"):
-        lines += ["Made by:", "", "```", result["command"], "```", ""]
+    if result.command:
+        lines += ["Made by:", "", "```", result.command, "```", ""]
     lines += [
-        f"Width d={s['dim']}, {s['heads']} heads (self-attention, multi-head EA, LA), EA "
-        f"S={s['memory_size']}, lambda k={s['lambda_k']} h={s['lambda_heads']} "
-        f"u={s['lambda_u']} r={s['lambda_r']} (local) or global; {s['dtype']} on "
-        f"{s['device']}; batches {', '.join(map(str, s['batches']))}; {s['warmup']} warm-up "
-        f"call(s), {s['repeats']} timed runs, {s['pairs']} interleaved pairs per ratio, "
-        f"{s['max_seconds']:g} s and {s['max_memory_gb']:g} GiB budget per point.",
+        f"Width d={s.dim}, {s.heads} heads (self-attention, multi-head EA, LA), EA "
+        f"S={s.memory_size}, lambda k={s.lambda_k} h={s.lambda_heads} "
+        f"u={s.lambda_u} r={s.lambda_r} (local) or global; {s.dtype} on "
+        f"{s.device}; batches {', '.join(map(str, s.batches))}; {s.warmup} warm-up "
+        f"call(s), {s.repeats} timed runs, {s.pairs} interleaved pairs per ratio, "
+        f"{s.max_seconds:g} s and {s.max_memory_gb:g} GiB budget per point.",
         "",
         "## Machine",
         "",
@@ -167,7 +165,7 @@ def markdown_report(
     note = load_note(machine)
     if note:
         lines += [note, ""]
-    if result.get("targets"):
+    if result.targets:
         lines += [
             "## Targets",
             "",
@@ -179,7 +177,7 @@ def markdown_report(
             ),
             "",
         ]
-    if result.get("crossovers"):
+    if result.crossovers:
         lines += [
             "## Crossovers against SDPA self-attention",
             "",
@@ -191,33 +189,31 @@ def markdown_report(
             format_table(*_crossover_rows(result), markdown=True),
             "",
         ]
-    for batch in s["batches"] if result["points"] else []:
+    for batch in s.batches if result.points else []:
         headers, rows = _rows(result, batch, markdown=True)
         lines += [f"## Batch {batch}", "", format_table(headers, rows, markdown=True), ""]
         for p in plots:
             name = Path(p).name
             if f"_b{batch}_" in name:
                 lines += [f"![{name}]({name})", ""]
-    if result.get("compile"):
+    if result.compile:
         rows = []
-        for c in result["compile"]:
-            if c["status"] != "ok":
-                rows.append(
-                    [result["mixers"][c["mixer"]]["label"], "-", "-", "-", f"failed: {c['reason']}"]
-                )
+        for c in result.compile:
+            if not c.ok:
+                rows.append([result.label(c.mixer), "-", "-", "-", f"failed: {c.reason}"])
                 continue
             rows.append(
                 [
-                    result["mixers"][c["mixer"]]["label"],
-                    fmt_ratio(c["forward"]),
-                    fmt_ratio(c["train"]),
-                    f"{c['compile_forward_s'] + c['compile_train_s']:.0f} s",
+                    result.label(c.mixer),
+                    fmt_ratio(c.forward),
+                    fmt_ratio(c.train),
+                    f"{c.compile_forward_s + c.compile_train_s:.0f} s",
                     "ok",
                 ]
             )
-        g = s["compile_grid"]
+        g = s.compile_grid
         lines += [
-            f"## torch.compile speed-up ({g[0]}x{g[1]} tokens, batch {s['batches'][0]})",
+            f"## torch.compile speed-up ({g[0]}x{g[1]} tokens, batch {s.batches[0]})",
             "",
             "Eager time / compiled time, interleaved.",
             "",
@@ -233,13 +229,13 @@ def markdown_report(
         "",
         format_table(
             ["name", "label", "role", "what is measured"],
-            [[n, m["label"], m["role"], m["description"]] for n, m in result["mixers"].items()],
+            [[n, m.label, m.role, m.description] for n, m in result.mixers.items()],
             markdown=True,
         ),
         "",
     ]
-    if result.get("unavailable"):
-        lines += [f"Not installed here, so not measured: {', '.join(result['unavailable'])}.", ""]
+    if result.unavailable:
+        lines += [f"Not installed here, so not measured: {', '.join(result.unavailable)}.", ""]
     lines += ["## Method", "", *METHOD_NOTES, ""]
     return "\n".join(lines)
 
@@ -277,20 +273,18 @@ METHOD_NOTES = [
 _STYLE = {"mixer": "-", "baseline": "--", "peer": ":"}
 
 
-def _series(
-    result: dict[str, Any], batch: int, key: str
-) -> dict[str, tuple[list[int], list[float]]]:
+def _series(result: SweepResult, batch: int, key: str) -> dict[str, tuple[list[int], list[float]]]:
     out: dict[str, tuple[list[int], list[float]]] = {}
-    for p in result["points"]:
-        if p["batch"] != batch or p["status"] != "ok":
+    for p in result.points:
+        if p.batch != batch or not p.ok:
             continue
-        v = p.get(key)
+        v = getattr(p, key)
         if isinstance(v, dict):
             v = v.get("median")
         if v is None or v <= 0:
             continue
-        xs, ys = out.setdefault(p["mixer"], ([], []))
-        xs.append(p["tokens"])
+        xs, ys = out.setdefault(p.mixer, ([], []))
+        xs.append(p.tokens)
         ys.append(float(v))
     return out
 
@@ -315,61 +309,61 @@ _COLORS = {
 _FALLBACK = ["#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
 
 
-def _colors(result: dict[str, Any]) -> dict[str, str]:
+def _colors(result: SweepResult) -> dict[str, str]:
     """A fixed colour per mixer (SDPA black; peers in the colour of their counterpart)."""
-    others = [n for n in result["mixers"] if n not in _COLORS]
+    others = [n for n in result.mixers if n not in _COLORS]
     return {
         **{n: _FALLBACK[i % len(_FALLBACK)] for i, n in enumerate(others)},
-        **{n: c for n, c in _COLORS.items() if n in result["mixers"]},
+        **{n: c for n, c in _COLORS.items() if n in result.mixers},
     }
 
 
 def _plot_panel(
-    ax: Any, result: dict[str, Any], batch: int, key: str, ylabel: str, metric: str | None
+    ax: Any, result: SweepResult, batch: int, key: str, ylabel: str, metric: str | None
 ) -> None:
     from matplotlib.ticker import NullLocator
 
     series = _series(result, batch, key)
     colors = _colors(result)
     for name, (xs, ys) in series.items():
-        info = result["mixers"].get(name, {})
+        info = result.mixers.get(name)
         ax.plot(
             xs,
             ys,
-            _STYLE.get(info.get("role", "mixer"), "-"),
+            _STYLE.get(info.role if info else "mixer", "-"),
             marker="o",
             markersize=3,
-            label=info.get("label", name),
+            label=result.label(name),
             color=colors.get(name, "k"),
             linewidth=2.2 if name == "self" else 1.3,
         )
     if metric and "self" in series:
         sx, sy = series["self"]
-        for c in result.get("crossovers", []):
-            if c["batch"] != batch or c["metric"] != metric or c["status"] != CROSSES:
+        for c in result.crossovers:
+            if c.batch != batch or c.metric != metric or c.status != CROSSES:
                 continue
-            y = interpolate_loglog(sx, sy, c["tokens"]) if len(sx) > 1 else sy[0]
+            y = interpolate_loglog(sx, sy, c.tokens) if len(sx) > 1 else sy[0]
             ax.plot(
-                [c["tokens"]],
+                [c.tokens],
                 [y],
                 marker="X",
                 markersize=9,
                 linestyle="none",
-                color=colors.get(c["mixer"], "k"),
+                color=colors.get(c.mixer, "k"),
                 markeredgecolor="k",
             )
             ax.annotate(
-                f"{c['tokens']:,.0f}",
-                (c["tokens"], y),
+                f"{c.tokens:,.0f}",
+                (c.tokens, y),
                 textcoords="offset points",
                 xytext=(4, -10),
                 fontsize=7,
-                color=colors.get(c["mixer"], "k"),
+                color=colors.get(c.mixer, "k"),
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ticks = sorted({p["tokens"] for p in result["points"] if p["batch"] == batch})
-    grids = {p["tokens"]: p["grid"] for p in result["points"]}
+    ticks = sorted({p.tokens for p in result.points if p.batch == batch})
+    grids = {p.tokens: p.grid for p in result.points}
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{n:,}\n{grids[n][0]}x{grids[n][1]}" for n in ticks], fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
@@ -378,7 +372,9 @@ def _plot_panel(
     ax.grid(True, which="both", alpha=0.3)
 
 
-def write_plots(result: dict[str, Any], out_dir: str | Path, prefix: str = "mixers") -> list[Path]:
+def write_plots(
+    result: SweepResult | dict[str, Any], out_dir: str | Path, prefix: str = "mixers"
+) -> list[Path]:
     """Log-log plots against tokens, one line per mixer, crossovers with SDPA marked (X).
 
     Per batch: ``{prefix}_b{B}_latency.png`` (forward and forward+backward) and
@@ -386,16 +382,17 @@ def write_plots(result: dict[str, Any], out_dir: str | Path, prefix: str = "mixe
     """
     import matplotlib
 
+    result = as_sweep(result)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    if not result["points"]:
+    if not result.points:
         return paths
-    device = result.get("machine", {}).get("device", result["settings"]["device"])
-    d = result["settings"]["dim"]
+    device = (result.machine or {}).get("device", result.settings.device)
+    d = result.settings.dim
     panels = {
         "latency": [
             ("forward_ms", "forward latency (ms)", "forward"),
@@ -406,7 +403,7 @@ def write_plots(result: dict[str, Any], out_dir: str | Path, prefix: str = "mixe
             ("flops", "forward FLOPs", "flops"),
         ],
     }
-    for batch in result["settings"]["batches"]:
+    for batch in result.settings.batches:
         for kind, spec in panels.items():
             fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
             for ax, (key, ylabel, metric) in zip(axes, spec, strict=True):

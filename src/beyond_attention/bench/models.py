@@ -14,57 +14,96 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..tables import fmt_bytes, fmt_num, format_table
 from . import timing
 from .counting import forward_flops
 from .memory import activation_bytes
-from .report import fmt_bytes, fmt_num, format_table, load_note, machine_markdown
+from .records import Record
+from .report import load_note, machine_markdown
+from .settings import ModelSettings
 from .timing import BudgetExceeded
 
 
 @dataclass
-class ModelSettings:
-    """What ``bench models`` measures.
+class ModelRow(Record):
+    """One model's measurements; the fields are the keys of a recorded row.
 
     Attributes:
-        pattern: shell pattern of model names (``list_models``).
-        batch: images per step.
-        img_size: input size, ``None`` for each model's configured size.
-        device: where to run.
-        amp: autocast to bfloat16 (CPU and CUDA).
-        compile: ``torch.compile`` the model first.
-        channels_last: channels-last memory format for model and input.
-        warmup, repeats: untimed and timed steps.
-        max_seconds: time budget per measurement.
-        gemm_size: side of the square matrix product that sets the reference FLOP rate.
-        max_memory_gb: training is skipped when activations (measured per image, times the
-            batch) plus parameters, gradients and momentum would exceed this.
-        train: also measure training throughput.
-        seed: seed of the weights and inputs.
+        model: registered name; status (``ok``, ``too_slow``, ``oom``, ``error``), reason.
+        input_size: (C, H, W); params; gmacs and fft_gmacs per image (forward).
+        reported_params_m, reported_gmacs: what the paper reports (None where it does not).
+        activation_bytes_per_image: bytes one image's training forward saves for backward.
+        predicted_train_bytes: activations of the batch plus parameters, grads and momentum.
+        infer_ms, infer_img_s, infer_mfu: inference timing summary, throughput and MFU.
+        train_status: why training was not measured; train_ms, train_img_s, train_mfu.
     """
 
-    pattern: str = "*"
-    batch: int = 8
-    img_size: int | None = None
-    device: str = "cpu"
-    amp: bool = False
-    compile: bool = False
-    channels_last: bool = False
-    warmup: int = 1
-    repeats: int = 5
-    max_seconds: float = 60.0
-    gemm_size: int = 2048
-    max_memory_gb: float = 4.0
-    train: bool = True
-    seed: int = 0
+    model: str
+    status: str = "ok"
+    reason: str = ""
+    input_size: list[int] | None = None
+    params: int | None = None
+    gmacs: float | None = None
+    fft_gmacs: float | None = None
+    reported_params_m: float | None = None
+    reported_gmacs: float | None = None
+    activation_bytes_per_image: int | None = None
+    predicted_train_bytes: int | None = None
+    infer_ms: dict[str, Any] | None = None
+    infer_img_s: float | None = None
+    infer_mfu: float | None = None
+    train_status: str | None = None
+    train_ms: dict[str, Any] | None = None
+    train_img_s: float | None = None
+    train_mfu: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class ModelsResult(Record):
+    """The results of ``bench models``, in the layout of ``benchmarks/models.json``.
+
+    Attributes:
+        kind: ``"models"``; settings: the run's :class:`.settings.ModelSettings`.
+        gemm: the reference GEMM rate (:func:`gemm_rate`), the better of ``gemm_runs``.
+        models: one :class:`ModelRow` per model.
+        machine: :func:`.report.machine_info`; command: the command that made the run.
+    """
+
+    kind: str = "models"
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    gemm: dict[str, Any] = field(default_factory=dict)
+    gemm_runs: list[dict[str, Any]] = field(default_factory=list)
+    models: list[ModelRow] = field(default_factory=list)
+    machine: dict[str, Any] | None = None
+    command: str | None = None
+
+    def _encode(self, name: str, value: Any) -> Any:
+        if name == "settings":
+            return value.to_dict()
+        return super()._encode(name, value)
+
+    @classmethod
+    def _decode(cls, name: str, value: Any) -> Any:
+        if name == "settings":
+            return ModelSettings.from_dict(value)
+        if name == "models":
+            return [ModelRow.from_json(v) for v in value]
+        return value
+
+
+def as_models_result(result: ModelsResult | dict[str, Any]) -> ModelsResult:
+    """``result`` as a :class:`ModelsResult` (a JSON dict is read)."""
+    return result if isinstance(result, ModelsResult) else ModelsResult.from_json(result)
 
 
 @contextlib.contextmanager
@@ -100,11 +139,11 @@ def gemm_rate(settings: ModelSettings) -> dict[str, Any]:
     }
 
 
-def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> dict[str, Any]:
+def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> ModelRow:
     """Measure one registered model; failures are recorded in ``status``/``reason``."""
     from ..models._registry import create_model
 
-    row: dict[str, Any] = {"model": name, "status": "ok", "reason": ""}
+    row = ModelRow(model=name)
     dev = settings.device
     try:
         torch.manual_seed(settings.seed)
@@ -115,26 +154,27 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
             if settings.img_size is None
             else (cfg.input_size[0], settings.img_size, settings.img_size)
         )
-        row["input_size"] = [in_chans, h, w]
-        row["params"] = sum(p.numel() for p in model.parameters())
+        row.input_size = [in_chans, h, w]
+        row.params = sum(p.numel() for p in model.parameters())
         model.to(dev)
         g = torch.Generator().manual_seed(settings.seed)
         x1 = torch.randn(1, in_chans, h, w, generator=g).to(dev)
         fc = forward_flops(model, (x1,))
-        row["gmacs"] = fc["flops"] / 2e9
-        row["fft_gmacs"] = fc["fft_flops"] / 2e9
-        row["reported_params_m"] = cfg.reported_params_m
-        row["reported_gmacs"] = cfg.reported_gmacs
+        row.gmacs = fc["flops"] / 2e9
+        row.fft_gmacs = fc["fft_flops"] / 2e9
+        row.reported_params_m = cfg.reported_params_m
+        row.reported_gmacs = cfg.reported_gmacs
+        row.keep_null("reported_params_m", "reported_gmacs")  # recorded even when unknown
         model.train()
-        row["activation_bytes_per_image"] = activation_bytes(model, (x1,)).bytes
+        row.activation_bytes_per_image = activation_bytes(model, (x1,)).bytes
         del x1
         fwd_flops = fc["flops"]
         # lower bounds of one call's time (the model cannot beat the GEMM rate) and the
         # training memory (activations + parameters, gradients and momentum)
         infer_s = fwd_flops * settings.batch / reference_flops_per_s
         param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        train_bytes = row["activation_bytes_per_image"] * settings.batch + 3 * param_bytes
-        row["predicted_train_bytes"] = train_bytes
+        train_bytes = row.activation_bytes_per_image * settings.batch + 3 * param_bytes
+        row.predicted_train_bytes = train_bytes
         if infer_s > settings.max_seconds:
             raise BudgetExceeded(infer_s, settings.max_seconds)
         x = torch.randn(settings.batch, in_chans, h, w, generator=g).to(dev)
@@ -157,16 +197,16 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
             max_seconds=settings.max_seconds,
             device=dev,
         )
-        row["infer_ms"] = t.to_dict()
-        row["infer_img_s"] = settings.batch / (t.median / 1e3)
-        row["infer_mfu"] = fwd_flops * row["infer_img_s"] / reference_flops_per_s
+        row.infer_ms = t.to_dict()
+        row.infer_img_s = settings.batch / (t.median / 1e3)
+        row.infer_mfu = fwd_flops * row.infer_img_s / reference_flops_per_s
         if settings.train and train_bytes > settings.max_memory_gb * 2**30:
-            row["train_status"] = (
+            row.train_status = (
                 f"skipped: needs about {train_bytes / 2**30:.1f} GiB > "
                 f"--max-memory-gb {settings.max_memory_gb:g}"
             )
         elif settings.train and 3 * infer_s > settings.max_seconds:
-            row["train_status"] = (
+            row.train_status = (
                 f"too slow: at least {3 * infer_s:.0f} s per step > "
                 f"--max-seconds {settings.max_seconds:g}"
             )
@@ -192,27 +232,26 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
                 max_seconds=settings.max_seconds,
                 device=dev,
             )
-            row["train_ms"] = t.to_dict()
-            row["train_img_s"] = settings.batch / (t.median / 1e3)
-            row["train_mfu"] = 3 * fwd_flops * row["train_img_s"] / reference_flops_per_s
+            row.train_ms = t.to_dict()
+            row.train_img_s = settings.batch / (t.median / 1e3)
+            row.train_mfu = 3 * fwd_flops * row.train_img_s / reference_flops_per_s
     except BudgetExceeded as e:
-        row.update(
-            status="too_slow",
-            reason=(f"one call needs at least {e.seconds:.0f} s > --max-seconds {e.budget:g}"),
-        )
+        row.status = "too_slow"
+        row.reason = f"one call needs at least {e.seconds:.0f} s > --max-seconds {e.budget:g}"
     except (RuntimeError, MemoryError, ValueError, TypeError, NotImplementedError) as e:
         msg = str(e).splitlines()[0][:300] if str(e) else ""
         oom = "out of memory" in msg.lower() or "can't allocate" in msg.lower()
-        row.update(status="oom" if oom else "error", reason=f"{type(e).__name__}: {msg}")
+        row.status = "oom" if oom else "error"
+        row.reason = f"{type(e).__name__}: {msg}"
     finally:
-        if row["status"] != "ok":
+        if not row.ok:
             gc.collect()
         if torch.device(dev).type == "cuda":
             torch.cuda.empty_cache()
     return row
 
 
-def run_models(settings: ModelSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_models(settings: ModelSettings, log: Callable[[str], None] = print) -> ModelsResult:
     """Benchmark every registered model matching ``settings.pattern``."""
     from ..models._registry import list_models
 
@@ -231,32 +270,28 @@ def run_models(settings: ModelSettings, log: Callable[[str], None] = print) -> d
     end = gemm_rate(settings)
     log(f"GEMM again: {end['flops_per_s'] / 1e9:.1f} GFLOP/s")
     best = max(ref, end, key=lambda r: r["flops_per_s"])
+    scale = ref["flops_per_s"] / best["flops_per_s"]
     for row in rows:
-        for key in ("infer_mfu", "train_mfu"):
-            if key in row:
-                row[key] *= ref["flops_per_s"] / best["flops_per_s"]
-    return {
-        "kind": "models",
-        "settings": settings.to_dict(),
-        "gemm": best,
-        "gemm_runs": [ref, end],
-        "models": rows,
-    }
+        if row.infer_mfu is not None:
+            row.infer_mfu *= scale
+        if row.train_mfu is not None:
+            row.train_mfu *= scale
+    return ModelsResult(settings=settings, gemm=best, gemm_runs=[ref, end], models=rows)
 
 
-def _model_line(r: dict[str, Any]) -> str:
-    if r["status"] != "ok":
-        return f"  {r['model']:>24s}  {r['status']}: {r['reason']}"
+def _model_line(r: ModelRow) -> str:
+    if not r.ok:
+        return f"  {r.model:>24s}  {r.status}: {r.reason}"
     s = (
-        f"  {r['model']:>24s}  {r['params'] / 1e6:7.2f}M  {r['gmacs']:7.3f} GMACs  "
-        f"infer {r['infer_img_s']:8.1f} img/s (MFU {100 * r['infer_mfu']:.1f}%)"
+        f"  {r.model:>24s}  {r.params / 1e6:7.2f}M  {r.gmacs:7.3f} GMACs  "
+        f"infer {r.infer_img_s:8.1f} img/s (MFU {100 * r.infer_mfu:.1f}%)"
     )
-    if "train_img_s" in r:
-        s += f"  train {r['train_img_s']:8.1f} img/s (MFU {100 * r['train_mfu']:.1f}%)"
+    if r.train_img_s is not None:
+        s += f"  train {r.train_img_s:8.1f} img/s (MFU {100 * r.train_mfu:.1f}%)"
     return s
 
 
-def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def _rows(result: ModelsResult) -> tuple[list[str], list[list[Any]]]:
     headers = [
         "model",
         "input",
@@ -272,47 +307,48 @@ def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         "status",
     ]
     rows = []
-    for r in result["models"]:
-        ok = r["status"] == "ok"
+    for r in result.models:
+        ok = r.ok
         rows.append(
             [
-                r["model"],
-                "x".join(map(str, r["input_size"][1:])) if "input_size" in r else "-",
-                fmt_num(r["params"] / 1e6) if "params" in r else "-",
-                fmt_num(r.get("reported_params_m")),
-                fmt_num(r["gmacs"]) if "gmacs" in r else "-",
-                fmt_num(r.get("reported_gmacs")),
-                fmt_bytes(r.get("activation_bytes_per_image")),
-                fmt_num(r["infer_img_s"]) if ok else "-",
-                f"{100 * r['infer_mfu']:.1f}%" if ok else "-",
-                fmt_num(r["train_img_s"]) if ok and "train_img_s" in r else "-",
-                f"{100 * r['train_mfu']:.1f}%" if ok and "train_mfu" in r else "-",
-                r.get("train_status", "ok") if ok else f"{r['status']}: {r['reason']}",
+                r.model,
+                "x".join(map(str, r.input_size[1:])) if r.input_size is not None else "-",
+                fmt_num(r.params / 1e6) if r.params is not None else "-",
+                fmt_num(r.reported_params_m),
+                fmt_num(r.gmacs) if r.gmacs is not None else "-",
+                fmt_num(r.reported_gmacs),
+                fmt_bytes(r.activation_bytes_per_image),
+                fmt_num(r.infer_img_s) if ok else "-",
+                f"{100 * r.infer_mfu:.1f}%" if ok else "-",
+                fmt_num(r.train_img_s) if ok and r.train_img_s is not None else "-",
+                f"{100 * r.train_mfu:.1f}%" if ok and r.train_mfu is not None else "-",
+                (r.train_status or "ok") if ok else f"{r.status}: {r.reason}",
             ]
         )
     return headers, rows
 
 
-def console_table(result: dict[str, Any]) -> str:
+def console_table(result: ModelsResult | dict[str, Any]) -> str:
     """The results as an aligned text table."""
-    return format_table(*_rows(result))
+    return format_table(*_rows(as_models_result(result)))
 
 
-def markdown_report(result: dict[str, Any]) -> str:
+def markdown_report(result: ModelsResult | dict[str, Any]) -> str:
     """The results as a markdown document."""
-    s = result["settings"]
-    machine = result.get("machine", {})
-    g = result["gemm"]
+    result = as_models_result(result)
+    s = result.settings
+    machine = result.machine or {}
+    g = result.gemm
     lines = ["# Models: throughput and FLOP utilisation", ""]
-    if result.get("command"):
-        lines += ["Made by:", "", "```", result["command"], "```", ""]
-    size = s["img_size"] or "each model's own"
+    if result.command:
+        lines += ["Made by:", "", "```", result.command, "```", ""]
+    size = s.img_size or "each model's own"
     lines += [
-        f"Batch {s['batch']}, image size {size}, device "
-        f"{s['device']}, amp (bfloat16) {'on' if s['amp'] else 'off'}, torch.compile "
-        f"{'on' if s['compile'] else 'off'}, channels-last "
-        f"{'on' if s['channels_last'] else 'off'}; {s['warmup']} warm-up step(s) and "
-        f"{s['repeats']} timed steps, median reported.",
+        f"Batch {s.batch}, image size {size}, device "
+        f"{s.device}, amp (bfloat16) {'on' if s.amp else 'off'}, torch.compile "
+        f"{'on' if s.compile else 'off'}, channels-last "
+        f"{'on' if s.channels_last else 'off'}; {s.warmup} warm-up step(s) and "
+        f"{s.repeats} timed steps, median reported.",
         "",
         f"Reference GEMM rate: {g['n']}x{g['n']} {g['dtype']} matrix product, "
         f"{g['flops_per_s'] / 1e9:.1f} GFLOP/s (the fastest of {g['ms']['n']} products, the "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_json
 from ..tables import fmt_bytes, fmt_num, format_table
 
 __all__ = ["fmt_bytes", "fmt_num", "format_table"]
@@ -92,10 +92,10 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as indented JSON (creating parent folders); returns the path."""
+    """Write ``payload`` as indented JSON atomically (creating parent folders); returns the
+    path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, to_jsonable(payload))
     return path
 
 
