@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ._validate import check_divisible, check_image, check_tokens, upcast
+from .norms import BatchNorm2d
 
 Norm = Literal["double", "softmax"]
 
@@ -218,7 +219,8 @@ class ExternalAttentionBlock2d(nn.Module):
         channels: C.
         memory_size: S (authors: 64).
         eps: L1 denominator epsilon (authors: 1e-9, float32).
-        norm_layer: the normalisation after the output convolution.
+        norm_layer: the normalisation after the output convolution (default
+            :class:`~beyond_attention.layers.norms.BatchNorm2d`, exact gradients at batch 1).
 
     Shapes: ``x`` (B, C, H, W) -> (B, C, H, W).
     """
@@ -228,7 +230,7 @@ class ExternalAttentionBlock2d(nn.Module):
         channels: int,
         memory_size: int = 64,
         eps: float = 1e-9,
-        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        norm_layer: type[nn.Module] = BatchNorm2d,
     ) -> None:
         super().__init__()
         self.channels = channels
