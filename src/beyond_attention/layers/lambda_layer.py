@@ -250,7 +250,7 @@ def _correlate_fft(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class LambdaLayer(nn.Module):
     """Multi-query lambda layer with content and (optionally) relative position lambdas.
 
-    Implements SPEC 2.1 (paper Sec. 3 and its pseudo-code):
+    Implements LambdaNetworks (Bello, ICLR 2021, arXiv:2102.08602) Sec. 3 and its pseudo-code:
     ``y_n = (L_c + L_p[n])^T q_n`` per head, with
     ``L_c = sum_m softmax_m(K)_m V_m^T`` and ``L_p[n] = sum_m E[n,m] V_m^T`` (see module
     docstring for the index form and the relative-offset convention ``E[n, m] = R[m - n]``).
