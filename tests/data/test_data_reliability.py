@@ -261,3 +261,19 @@ def test_corrupt_tar_member_names_archive_and_member(tmp_path):
     with pytest.raises(DatasetError, match=rf"bad\.tar\.gz \(archive member cifar10/{split}/"
                                            rf"{cls}/0\.jpg\)"):
         load_image_folder(tar_path, "train", cache=False)
+
+
+def test_one_fingerprint_per_load(tmp_path, monkeypatch):
+    """Hashing a large folder's paths costs a stat per image: done once per load."""
+    from beyond_attention.data import folder
+
+    root, cache = tmp_path / "cifar", tmp_path / "cache"
+    write_cifar_folder(root)
+    calls = []
+    real = folder.fingerprint
+    monkeypatch.setattr(folder, "fingerprint", lambda p: calls.append(p) or real(p))
+    assert load_image_folder(root, "train", cache_dir=cache).extra["cache"] == "written"
+    assert load_image_folder(root, "train", cache_dir=cache).extra["cache"] == "hit"
+    assert len(calls) == 2
+    load_image_folder(root, "train", cache=False)
+    assert len(calls) == 2

@@ -304,18 +304,21 @@ def _decode_folder(path: Path, img_size: int | None, workers: int | None
     return splits, classes, mode, empty
 
 
-def cache_path(path: str | Path, img_size: int | None, cache_dir: str | Path | None) -> Path:
-    """The cache directory of a decoded image folder or tar."""
+def cache_path(path: str | Path, img_size: int | None, cache_dir: str | Path | None,
+               fp: dict[str, int | str] | None = None) -> Path:
+    """The cache directory of a decoded image folder or tar (``fp``: its
+    :func:`fingerprint`, computed if not given)."""
     path = Path(path).resolve()
+    fp = fingerprint(path) if fp is None else fp
     key_src = json.dumps(
-        {"path": str(path), "fp": fingerprint(path), "img_size": img_size, "v": CACHE_VERSION},
+        {"path": str(path), "fp": fp, "img_size": img_size, "v": CACHE_VERSION},
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     return resolve_cache_dir(cache_dir) / "folders" / f"{source_stem(path)}-{key}"
 
 
-def _read_cache(cdir: Path, path: Path, img_size: int | None) -> dict | None:
+def _read_cache(cdir: Path, fp: dict[str, int | str], img_size: int | None) -> dict | None:
     meta_file = cdir / "meta.json"
     if not meta_file.is_file():
         return None
@@ -323,7 +326,7 @@ def _read_cache(cdir: Path, path: Path, img_size: int | None) -> dict | None:
         meta = json.loads(meta_file.read_text())
     except (OSError, ValueError):
         return None
-    if (meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint(path)
+    if (meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fp
             or meta.get("img_size") != img_size):
         return None
     return meta
@@ -359,8 +362,11 @@ def load_image_folder(
     if not path.exists():
         raise DatasetError(f"image folder {path} does not exist")
     name = name or source_stem(path)
-    cdir = cache_path(path, img_size, cache_dir) if cache else None
-    meta = _read_cache(cdir, path, img_size) if cdir is not None else None
+    # One fingerprint, taken before decoding: a folder changed while it is decoded gets a
+    # cache that no longer matches it, so the next load decodes it again.
+    fp = fingerprint(path) if cache else None
+    cdir = cache_path(path, img_size, cache_dir, fp) if fp is not None else None
+    meta = _read_cache(cdir, fp, img_size) if cdir is not None and fp is not None else None
     if meta is not None:
         if split not in meta["splits"]:
             raise DatasetError(
@@ -386,7 +392,7 @@ def load_image_folder(
                 atomic_save_npy(cdir / f"{s}.labels.npy", labs)
             atomic_write_json(cdir / "meta.json", {
                 "version": CACHE_VERSION, "source": str(path.resolve()),
-                "fingerprint": fingerprint(path), "img_size": img_size, "mode": mode,
+                "fingerprint": fp, "img_size": img_size, "mode": mode,
                 "classes": classes, "splits": {s: len(v[1]) for s, v in splits.items()},
                 "empty_folders": empty,
                 "decode_seconds": round(time.perf_counter() - t0, 3),
@@ -408,8 +414,8 @@ def folder_splits(path: str | Path, cache_dir: str | Path | None = None,
     """The split names of an image folder: from its cache if current, else from a directory
     listing; None for a tar that is not cached yet (listing it means reading it)."""
     path = Path(path)
-    cdir = cache_path(path, img_size, cache_dir)
-    meta = _read_cache(cdir, path, img_size)
+    fp = fingerprint(path)
+    meta = _read_cache(cache_path(path, img_size, cache_dir, fp), fp, img_size)
     if meta is not None:
         return sorted(meta["splits"])
     if path.is_dir():
