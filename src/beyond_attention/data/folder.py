@@ -36,7 +36,7 @@ two take longer; a thread pool is slower still, Pillow's work per 32 x 32 JPEG b
 small to amortise the hand-offs under the GIL). A cached split of a tar loads in under a
 second; a directory's fingerprint adds a ``stat`` of every image (measured on 2 shared
 cores: about 2 s for the 60,000 CIFAR-10 JPEGs, a 50,000-image split then loading from
-the cache in about 4 s against about 40 s to decode it).
+the cache in about 4 s against about 40 s to decode it while the cores were busy).
 """
 
 from __future__ import annotations
