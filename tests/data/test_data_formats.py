@@ -253,8 +253,8 @@ def test_image_folder_directory_exact_pixels(tmp_path):
 def test_image_folder_mixed_sizes_need_img_size(tmp_path):
     write_png_folder(tmp_path / "p", sizes={("train", "dog", 1): (10, 12)})
     with pytest.raises(DatasetError, match="different sizes.*--img-size"):
-        load_image_folder(tmp_path / "p", "train", use_cache=False)
-    ds = load_image_folder(tmp_path / "p", "train", img_size=5, use_cache=False)
+        load_image_folder(tmp_path / "p", "train", cache=False)
+    ds = load_image_folder(tmp_path / "p", "train", img_size=5, cache=False)
     assert ds.images.shape == (9, 3, 5, 5)
 
 
@@ -262,11 +262,11 @@ def test_image_folder_bad_layout_and_corrupt_image(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "a.png")
     with pytest.raises(DatasetError, match="SPLIT/CLASS/IMAGE"):
-        load_image_folder(tmp_path / "flat", "train", use_cache=False)
+        load_image_folder(tmp_path / "flat", "train", cache=False)
     write_png_folder(tmp_path / "p")
     (tmp_path / "p" / "train" / "cat" / "001.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="cannot decode image .*001.png"):
-        load_image_folder(tmp_path / "p", "train", use_cache=False)
+        load_image_folder(tmp_path / "p", "train", cache=False)
 
 
 def shared_cifar_subset(dest: Path, per_class: int = 3) -> tuple[Path, dict[tuple[str, str], int]]:

@@ -21,7 +21,9 @@ def softmax_written_out(a: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def ea_reference(x, m_k, m_v, eps, norm="double"):
-    """SPEC 1.1: A = x M_k^T; softmax over N; L1 over S; out = A M_v. M_k, M_v: (S, d)."""
+    """arXiv:2105.02358 Algorithm 1: A = x M_k^T; softmax over N; L1 over S; out = A M_v.
+
+    M_k, M_v: (S, d)."""
     a = torch.einsum("bnd,sd->bns", x, m_k)
     if norm == "double":
         a = softmax_written_out(a, dim=1)
@@ -78,7 +80,9 @@ def test_external_attention_normalises_in_float32_under_autocast():
 
 
 def mhea_reference(x, layer):
-    """SPEC 1.3 with explicit loops over heads; one memory pair shared by all heads."""
+    """Multi-head EA of EAMLP (arXiv:2105.02358, the authors' code), explicit loops over heads.
+
+    One memory pair shared by all heads."""
     b, n, d = x.shape
     heads, hd = layer.num_heads, layer.head_dim
     q = torch.einsum("bnd,ed->bne", x, layer.query.weight) + layer.query.bias
@@ -111,7 +115,9 @@ def test_multi_head_external_attention_parameter_count():
 
 
 def ea_block_reference(x, block):
-    """SPEC 1.2 written out: conv1x1, M_k, softmax over N, L1 over S, M_v, conv1x1+BN, add, ReLU."""
+    """The EA block (arXiv:2105.02358, the authors' code) written out.
+
+    conv1x1, M_k, softmax over N, L1 over S, M_v, conv1x1+BN, add, ReLU."""
     b, c, h, w = x.shape
     y = torch.einsum("bchw,oc->bohw", x, block.conv1.weight[:, :, 0, 0])
     y = (y + block.conv1.bias[None, :, None, None]).reshape(b, c, h * w)

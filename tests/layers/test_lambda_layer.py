@@ -1,4 +1,5 @@
-"""LambdaLayer (SPEC 2.1) proven against an independent float64 reference of the paper.
+"""LambdaLayer (Bello, ICLR 2021, arXiv:2102.08602, Sec. 3) proven against an independent
+float64 reference of the paper.
 
 The reference builds the position embeddings E[n, m] of every (query n, context m) pair with
 explicit index arithmetic (E[n, m] = R[m - n], the offset of the context position from the

@@ -54,14 +54,15 @@ class DataSource:
     name: str
 
     def load(self, split: str, img_size: int | None = None,
-             cache_dir: str | Path | None = None, use_cache: bool = True) -> ImageDataset:
-        """Load one split (see :func:`load_dataset`)."""
+             cache_dir: str | Path | None = None, cache: bool = True) -> ImageDataset:
+        """Load one split (see :func:`load_dataset`); ``cache=False`` bypasses the decode
+        cache of image folders (``--no-cache``)."""
         if self.kind == "cifar":
             return load_cifar(self.path, split)
         if self.kind == "idx":
             return load_idx(self.path, split, name=self.name)
         return load_image_folder(self.path, split, img_size=img_size, cache_dir=cache_dir,
-                                 use_cache=use_cache, name=self.name)
+                                 cache=cache, name=self.name)
 
     def splits(self, cache_dir: str | Path | None = None,
                img_size: int | None = None) -> list[str] | None:
@@ -220,7 +221,7 @@ def find_dataset(data: str | Path | None = None, dataset: str = "auto", download
 
 def load_dataset(data: str | Path | None = None, split: str = "train", dataset: str = "auto", *,
                  download: bool = False, cache_dir: str | Path | None = None,
-                 img_size: int | None = None) -> ImageDataset:
+                 img_size: int | None = None, cache: bool = True) -> ImageDataset:
     """Find and load one split of a dataset.
 
     Example::
@@ -236,6 +237,7 @@ def load_dataset(data: str | Path | None = None, split: str = "train", dataset: 
         cache_dir: cache root.
         img_size: resize image folders to this size when decoding (see
             :func:`beyond_attention.data.folder.decode_image_folder`).
+        cache: False decodes an image folder afresh, reading and writing no cache.
     """
     source = find_dataset(data, dataset, download, cache_dir)
-    return source.load(split, img_size=img_size, cache_dir=cache_dir)
+    return source.load(split, img_size=img_size, cache_dir=cache_dir, cache=cache)

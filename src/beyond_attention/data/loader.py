@@ -33,7 +33,8 @@ class BatchLoader:
         batch_size: samples per batch on this rank.
         shuffle: a new seeded permutation every epoch (training); else the dataset's order.
         seed: the shuffling seed; epoch ``e`` uses ``seed + e``.
-        drop_last: drop a last incomplete batch (training), unless it would leave none.
+        drop_last: drop a last incomplete batch (training), unless it would leave none;
+            :attr:`dropped_per_epoch` says how many samples that leaves out.
         rank, world_size: this process's shard (``rank`` of ``world_size``).
         pad: pad the index list to a multiple of ``world_size`` by repeating its start, so
             all ranks get equally many samples (training); without it each sample is seen
@@ -81,6 +82,15 @@ class BatchLoader:
         if self.pad:
             return math.ceil(n / ws)
         return len(range(self.rank, n, ws))
+
+    @property
+    def dropped_per_epoch(self) -> int:
+        """Samples of this rank's shard left out of every epoch by ``drop_last`` (the last
+        incomplete batch; a different set of samples each shuffled epoch), 0 without it.
+        A trainer reports it: ``N % batch_size`` images are not seen in an epoch."""
+        if not self.drop_last:
+            return 0
+        return self.shard_size - len(self) * self.batch_size
 
     def __len__(self) -> int:
         """Batches per epoch."""

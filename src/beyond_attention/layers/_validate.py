@@ -1,14 +1,38 @@
-"""Input checks shared by every layer: clear errors that name the argument and the shape."""
+"""Input checks shared by every layer: clear errors that name the argument and the shape.
+
+Every layer (and every model, through its first layer or these checks) refuses:
+- a non-tensor (TypeError);
+- a tensor that is not floating point, e.g. uint8 images (TypeError: convert them first,
+  ``beyond_attention.data.to_float`` or ``x.float() / 255``);
+- an empty batch, B = 0 (ValueError): batch norms cannot normalise it and no layer has
+  anything to compute, so a caller that may produce empty batches skips them;
+- a wrong number of dimensions or channels (ValueError).
+"""
 
 from __future__ import annotations
 
 import torch
 
 
-def check_tokens(x: torch.Tensor, dim: int, name: str = "x") -> None:
-    """Require ``x`` to be a ``(B, N, dim)`` token tensor."""
+def _check_tensor(x: torch.Tensor, name: str, layout: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor {layout} (float32, float64, float16 or "
+            f"bfloat16), got dtype {x.dtype}; convert integer images first, e.g. "
+            f"x.float() / 255 or beyond_attention.data.to_float"
+        )
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must hold at least one sample {layout}, got an empty batch of shape "
+            f"{tuple(x.shape)}; skip empty batches before calling the layer"
+        )
+
+
+def check_tokens(x: torch.Tensor, dim: int, name: str = "x") -> None:
+    """Require ``x`` to be a non-empty floating ``(B, N, dim)`` token tensor."""
+    _check_tensor(x, name, f"(B, N, C={dim})")
     if x.ndim != 3:
         raise ValueError(
             f"{name} must have shape (B, N, C={dim}) with 3 dimensions, "
@@ -22,9 +46,8 @@ def check_tokens(x: torch.Tensor, dim: int, name: str = "x") -> None:
 
 
 def check_image(x: torch.Tensor, channels: int, name: str = "x") -> None:
-    """Require ``x`` to be a ``(B, channels, H, W)`` feature map."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    """Require ``x`` to be a non-empty floating ``(B, channels, H, W)`` feature map."""
+    _check_tensor(x, name, f"(B, C={channels}, H, W)")
     if x.ndim != 4:
         raise ValueError(
             f"{name} must have shape (B, C={channels}, H, W) with 4 dimensions, "

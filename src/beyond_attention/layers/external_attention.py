@@ -9,8 +9,9 @@ attention relates every token to ``S`` slots of two small learnable memories ``M
     A   = A / (eps + sum_S A)                             per token: "double normalisation"
     out = A M_v                           (B, N, d)      ``mv``
 
-This module holds the single-head layer (SPEC 1.1), the multi-head layer of EAMLP
-(SPEC 1.3) and the convolutional EA block of the EANet segmentation head (SPEC 1.2).
+This module holds the single-head layer (the paper's Algorithm 1), the multi-head layer
+of EAMLP (the paper's multi-head external attention, as in the authors' code) and the
+convolutional EA block of the EANet segmentation head (the authors' code).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ._validate import check_divisible, check_image, check_tokens, upcast
+from .norms import BatchNorm2d
 
 Norm = Literal["double", "softmax"]
 
@@ -77,7 +79,7 @@ def double_normalize(
 
 
 class ExternalAttention(nn.Module):
-    """Single-head external attention on tokens (SPEC 1.1, the paper's Algorithm 1).
+    """Single-head external attention on tokens (Guo et al., arXiv:2105.02358, Algorithm 1).
 
     Args:
         dim: channels d of the tokens.
@@ -129,7 +131,8 @@ class ExternalAttention(nn.Module):
 
 
 class MultiHeadExternalAttention(nn.Module):
-    """Multi-head external attention as used in EAMLP (SPEC 1.3, the authors' code).
+    """Multi-head external attention as used in EAMLP (Guo et al., arXiv:2105.02358;
+    the authors' code).
 
     The input is expanded ``expansion`` times and split into ``expansion * num_heads`` heads
     of ``dim // num_heads`` channels; one pair of memories is shared by all heads::
@@ -199,7 +202,8 @@ class MultiHeadExternalAttention(nn.Module):
 
 
 class ExternalAttentionBlock2d(nn.Module):
-    """The external-attention block of the EANet segmentation head (SPEC 1.2).
+    """The external-attention block of the EANet segmentation head (Guo et al.,
+    arXiv:2105.02358; the authors' code).
 
     On a feature map, following the authors' code::
 
@@ -218,7 +222,8 @@ class ExternalAttentionBlock2d(nn.Module):
         channels: C.
         memory_size: S (authors: 64).
         eps: L1 denominator epsilon (authors: 1e-9, float32).
-        norm_layer: the normalisation after the output convolution.
+        norm_layer: the normalisation after the output convolution (default
+            :class:`~beyond_attention.layers.norms.BatchNorm2d`, exact gradients at batch 1).
 
     Shapes: ``x`` (B, C, H, W) -> (B, C, H, W).
     """
@@ -228,7 +233,7 @@ class ExternalAttentionBlock2d(nn.Module):
         channels: int,
         memory_size: int = 64,
         eps: float = 1e-9,
-        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        norm_layer: type[nn.Module] = BatchNorm2d,
     ) -> None:
         super().__init__()
         self.channels = channels

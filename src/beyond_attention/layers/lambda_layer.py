@@ -40,6 +40,7 @@ from einops import rearrange
 from torch import nn
 
 from ._validate import check_divisible, check_image, upcast
+from .norms import BatchNorm2d
 
 PositionImpl = Literal["auto", "conv", "fft"]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -249,7 +250,7 @@ def _correlate_fft(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class LambdaLayer(nn.Module):
     """Multi-query lambda layer with content and (optionally) relative position lambdas.
 
-    Implements SPEC 2.1 (paper Sec. 3 and its pseudo-code):
+    Implements LambdaNetworks (Bello, ICLR 2021, arXiv:2102.08602) Sec. 3 and its pseudo-code:
     ``y_n = (L_c + L_p[n])^T q_n`` per head, with
     ``L_c = sum_m softmax_m(K)_m V_m^T`` and ``L_p[n] = sum_m E[n,m] V_m^T`` (see module
     docstring for the index form and the relative-offset convention ``E[n, m] = R[m - n]``).
@@ -274,7 +275,8 @@ class LambdaLayer(nn.Module):
     Attributes:
         to_q, to_k, to_v: 1x1 convolutions without bias, d -> k*h, d -> k*u, d -> v*u.
             Channel layouts: q ``(h k)``, keys ``(u k)``, values ``(u v)``.
-        norm_q, norm_v: BatchNorm2d on queries and values (not on keys), as in the paper.
+        norm_q, norm_v: BatchNorm2d on queries and values (not on keys), as in the paper
+            (:class:`~beyond_attention.layers.norms.BatchNorm2d`: exact gradients at batch 1).
         pos_conv: (local form) ``Conv3d(u, k, (1, r, r), padding=(0, r//2, r//2), bias=False)``;
             ``pos_conv(V)`` on V laid out (b, u, v, H, W) is exactly the position lambdas; the
             forward uses its weight through :func:`relative_position_lambdas` (same result,
@@ -353,8 +355,10 @@ class LambdaLayer(nn.Module):
         self.to_q = nn.Conv2d(dim, dim_k * heads, 1, bias=False)
         self.to_k = nn.Conv2d(dim, dim_k * dim_u, 1, bias=False)
         self.to_v = nn.Conv2d(dim, self.dim_v * dim_u, 1, bias=False)
-        self.norm_q = nn.BatchNorm2d(dim_k * heads)
-        self.norm_v = nn.BatchNorm2d(self.dim_v * dim_u)
+        # BatchNorm2d of .norms: the rearranges after these norms hand them strided
+        # gradients, which torch's CPU backward gets wrong at batch size 1.
+        self.norm_q = BatchNorm2d(dim_k * heads)
+        self.norm_v = BatchNorm2d(self.dim_v * dim_u)
 
         self.pos_conv: nn.Conv3d | None = None
         self.rel_pos_emb: nn.Parameter | None = None
