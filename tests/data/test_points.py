@@ -168,3 +168,12 @@ def test_modelnet_off_folder(tmp_path: Path) -> None:
         load_modelnet_off(tmp_path, "train", num_points=16)
     with pytest.raises(DatasetError, match="no CLASS/train/ folders"):
         load_modelnet_off(tmp_path / "missing", "train")
+
+
+def test_missing_h5py_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    _modelnet_h5(tmp_path)
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match=r"beyond-attention\[pointclouds\]"):
+        load_modelnet40_h5(tmp_path)

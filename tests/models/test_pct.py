@@ -184,3 +184,18 @@ def test_bad_arguments() -> None:
         create_model("spct", pooling="sum")
     with pytest.raises(ValueError, match="k must be in"):
         create_model("pct", samples=(32, 16), k=17)
+
+
+@pytest.mark.parametrize("name", ["pct_ea", "pct_ea_partseg"])
+def test_extra_channels_and_bfloat16_autocast(name: str) -> None:
+    model = _build(name, in_chans=6).eval()
+    x = torch.cat([_cloud(), torch.randn(2, 3, N_SMALL)], dim=1)  # coordinates + normals
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half.float()).all()
+    scale = full.abs().max()
+    torch.testing.assert_close(half.float() / scale, full / scale, rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match="must have 6 channels"):
+        model(_cloud())

@@ -115,7 +115,7 @@ class PointCloudDataset:
 def _h5py() -> Any:
     try:
         import h5py
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
             "reading HDF5 point clouds needs h5py: pip install 'beyond-attention[pointclouds]'"
         ) from err

@@ -92,9 +92,9 @@ def knn(
 ) -> torch.Tensor:
     """Indices of the ``k`` nearest ``points`` of every ``query`` point, nearest first.
 
-    Squared Euclidean distances, computed exactly as ``sum((q - p)^2)`` over each chunk of
-    ``chunk_size`` queries (memory ``B x chunk_size x N``). A query that is itself in
-    ``points`` finds itself first.
+    Euclidean distances computed pair by pair (``torch.cdist`` without the matrix-product
+    shortcut), one chunk of ``chunk_size`` queries at a time: memory ``B x chunk_size x N``.
+    A query that is itself in ``points`` finds itself first.
 
     Shapes: ``query`` (B, M, 3), ``points`` (B, N, 3) -> (B, M, k) int64 indices into N.
     """
@@ -115,7 +115,9 @@ def knn(
     out = []
     for s in range(0, q.shape[1], chunk_size):
         qc = q[:, s : s + chunk_size]
-        dist = (qc.unsqueeze(2) - p.unsqueeze(1)).square().sum(-1)  # (B, m, N)
+        # pairwise, without the |q|^2 - 2 q.p + |p|^2 expansion (whose cancellation could
+        # reorder near neighbours) and without a (B, m, N, 3) difference tensor
+        dist = torch.cdist(qc, p, compute_mode="donot_use_mm_for_euclid_dist")  # (B, m, N)
         out.append(dist.topk(k, dim=-1, largest=False, sorted=True).indices)
     return torch.cat(out, dim=1)
 
