@@ -269,12 +269,12 @@ class PointCloudTransformer(nn.Module):
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
 
-    def _make_classifier(self, num_classes: int, like: nn.Module | None = None) -> nn.Module:
+    def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if num_classes == 0:
             return nn.Identity()
-        ref = next(self.head.parameters()) if like is None else like
+        ref = next(self.head.parameters())
         return nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
 
     def no_weight_decay(self) -> set[str]:
@@ -438,19 +438,25 @@ def _check_common(drop_path_rate: float) -> None:
 
 # Registered models. ``img_size`` is accepted for the registry's signature and ignored:
 # the networks take any number of points (at least 512 with the neighbour embedding).
-_CLS: dict[str, Any] = dict(
-    input_size=(3, 1, 1024), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=40,
-    dataset="modelnet40", extra={"task": "pointcloud_classification", "num_points": 1024},
-)
-_SEG: dict[str, Any] = dict(
-    input_size=(3, 1, 2048), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=50,
-    dataset="shapenet-part",
-    extra={"task": "pointcloud_part_segmentation", "num_points": 2048, "num_categories": 16},
-)
+# ``input_size`` is (3, 1, N) while the registry's configs are (C, H, W); the input itself
+# is (B, 3, N), and ``extra["task"]`` names the task.
+def _cls(**config: Any) -> dict[str, Any]:
+    """A fresh config dict for a classification network (no dict shared between models)."""
+    return dict(input_size=(3, 1, 1024), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                num_classes=40, dataset="modelnet40",
+                extra={"task": "pointcloud_classification", "num_points": 1024}, **config)
+
+
+def _seg(**extra: Any) -> dict[str, Any]:
+    """A fresh config dict for a part-segmentation network."""
+    return dict(input_size=(3, 1, 2048), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                num_classes=50, dataset="shapenet-part",
+                extra={"task": "pointcloud_part_segmentation", "num_points": 2048,
+                       "num_categories": 16, **extra})
 
 
 @register_model(
-    **_CLS, paper=PCT, reported_params_m=2.88, reported_top1=93.2,
+    **_cls(), paper=PCT, reported_params_m=2.88, reported_top1=93.2,
     notes="PCT: neighbour embedding + 4 offset-attention layers. 2.88M parameters and "
     "93.2% ModelNet40 overall accuracy reported; pooling='max' reproduces the count.",
 )
@@ -463,7 +469,7 @@ def pct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
 
 
 @register_model(
-    **_CLS, paper=EXTERNAL_ATTENTION,
+    **_cls(), paper=EXTERNAL_ATTENTION,
     notes="PCT with external attention (S=64) in place of offset-attention, as in the EA "
     "paper's point-cloud experiments; linear in the number of points.",
 )
@@ -476,7 +482,7 @@ def pct_ea(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
 
 
 @register_model(
-    **_CLS, paper=PCT, reported_params_m=1.36, reported_top1=92.0,
+    **_cls(), paper=PCT, reported_params_m=1.36, reported_top1=92.0,
     notes="Simple PCT: point embedding + 4 offset-attention layers (1.36M parameters "
     "reported; pooling='max' reproduces it).",
 )
@@ -489,7 +495,7 @@ def spct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
 
 
 @register_model(
-    **_CLS, paper=PCT, reported_params_m=1.36, reported_top1=91.0,
+    **_cls(), paper=PCT, reported_params_m=1.36, reported_top1=91.0,
     notes="Naive PCT: point embedding + 4 scaled dot-product self-attention layers "
     "(1.36M parameters reported; pooling='max' reproduces it).",
 )
@@ -502,8 +508,7 @@ def npct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
 
 
 @register_model(
-    **{**_SEG, "extra": {**_SEG["extra"], "reported_miou": {"shapenet-part": 86.4}}},
-    paper=PCT,
+    **_seg(reported_miou={"shapenet-part": 86.4}), paper=PCT,
     notes="PCT part segmentation: point embedding + 4 offset-attention layers, per-point "
     "features with max/mean global features and the object category; 86.4 instance mIoU on "
     "ShapeNet-Part reported. forward(x, category=None).",
@@ -516,7 +521,7 @@ def pct_partseg(num_classes: int = 50, in_chans: int = 3, img_size: Any = None,
 
 
 @register_model(
-    **_SEG, paper=EXTERNAL_ATTENTION,
+    **_seg(), paper=EXTERNAL_ATTENTION,
     notes="PCT part segmentation with external attention (S=64) in place of "
     "offset-attention. forward(x, category=None).",
 )
