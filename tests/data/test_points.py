@@ -115,6 +115,8 @@ SQUARE = "OFF\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n"
 def test_read_off_triangulates_and_accepts_the_header_quirk(tmp_path: Path) -> None:
     v, f = read_off(_write_off(tmp_path / "a.off", SQUARE))
     assert v.shape == (4, 3) and f.tolist() == [[0, 1, 2], [0, 2, 3]]
+    tri = "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 2 1 0\n"
+    assert read_off(_write_off(tmp_path / "t.off", tri))[1].tolist() == [[2, 1, 0]]
     v2, f2 = read_off(_write_off(tmp_path / "b.off", SQUARE.replace("OFF\n4 1 0", "OFF4 1 0")))
     np.testing.assert_array_equal(v2, v)
     np.testing.assert_array_equal(f2, f)
@@ -161,6 +163,13 @@ def test_modelnet_off_folder(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(ds.points, axis=2).max(axis=1), 1.0, rtol=1e-6)
     again = load_modelnet_off(tmp_path, "train", num_points=128, seed=3)
     np.testing.assert_array_equal(again.points, ds.points)
+    cache = tmp_path / "cache"
+    first = load_modelnet_off(tmp_path, "train", num_points=128, seed=3, cache_dir=cache)
+    cached = load_modelnet_off(tmp_path, "train", num_points=128, seed=3, cache_dir=cache)
+    assert "cache" in cached.extra and "cache" not in first.extra
+    np.testing.assert_array_equal(cached.points, ds.points)
+    np.testing.assert_array_equal(cached.labels, ds.labels)
+    assert len(list(cache.glob("*.npz"))) == 1
     assert len(load_modelnet_off(tmp_path, "test", num_points=16)) == 1
     _write_off(tmp_path / "chair" / "train" / "chair_0003.off", "OFF\n3 1 0\n0 0 0\n0 0 0\n"
                "0 0 0\n3 0 1 2\n")

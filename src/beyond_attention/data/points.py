@@ -19,12 +19,14 @@ HDF5 needs ``h5py`` (the ``pointclouds`` extra), imported only when an HDF5 file
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import atomic_write
 from .base import DatasetError
 
 __all__ = [
@@ -230,6 +232,29 @@ def load_shapenet_part_h5(root: str | Path, split: str = "train") -> PointCloudD
 
 # ----------------------------------------------------------------------------- OFF meshes
 
+def _parse_vertices(lines: list[str]) -> np.ndarray:
+    """(V, 3) from ``x y z`` lines (extra columns, colours for instance, are dropped)."""
+    flat = np.array(" ".join(lines).split(), dtype=np.float64)
+    if flat.size == 3 * len(lines):
+        return flat.reshape(-1, 3)
+    return np.array([[float(v) for v in ln.split()[:3]] for ln in lines])
+
+
+def _parse_faces(lines: list[str]) -> np.ndarray:
+    """(F', 3) triangles from ``k i_1 ... i_k`` lines; polygons split into fans."""
+    flat = np.array(" ".join(lines).split(), dtype=np.int64)
+    if flat.size == 4 * len(lines) and np.all(flat[::4] == 3):  # all triangles: fast path
+        return flat.reshape(-1, 4)[:, 1:]
+    faces = []
+    for ln in lines:
+        vals = [int(v) for v in ln.split()]
+        k, idx = vals[0], vals[1:1 + vals[0]]
+        if k < 3 or len(idx) != k:
+            raise ValueError(f"face line {ln!r}")
+        faces.extend([idx[0], idx[i], idx[i + 1]] for i in range(1, k - 1))
+    return np.asarray(faces, dtype=np.int64)
+
+
 def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and triangles (F, 3) int64 of an OFF mesh.
 
@@ -259,17 +284,10 @@ def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: OFF file declares {nv} vertices and {nf} faces but has "
                            f"{len(body)} data lines (truncated?)")
     try:
-        verts = np.array([[float(v) for v in ln.split()[:3]] for ln in body[:nv]])
-        faces = []
-        for ln in body[nv:nv + nf]:
-            vals = [int(v) for v in ln.split()]
-            k, idx = vals[0], vals[1:1 + vals[0]]
-            if k < 3 or len(idx) != k:
-                raise ValueError(f"face line {ln!r}")
-            faces.extend([idx[0], idx[i], idx[i + 1]] for i in range(1, k - 1))
+        verts = _parse_vertices(body[:nv])
+        faces_arr = _parse_faces(body[nv:nv + nf])
     except (ValueError, IndexError) as err:
         raise DatasetError(f"{path}: malformed OFF data ({err})") from err
-    faces_arr = np.asarray(faces, dtype=np.int64)
     if verts.shape != (nv, 3) or not np.isfinite(verts).all():
         raise DatasetError(f"{path}: vertices must be {nv} finite (x, y, z) triples")
     if faces_arr.min() < 0 or faces_arr.max() >= nv:
@@ -299,13 +317,25 @@ def sample_surface(
     return (1 - su) * a + su * (1 - v) * b + su * v * c, face
 
 
+def _off_cache_file(cache_dir: Path, root: Path, files: list[Path], split: str,
+                    num_points: int, seed: int, normalize: bool) -> Path:
+    h = hashlib.sha256(f"{split}|{num_points}|{seed}|{normalize}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return cache_dir / f"modelnet-off-{split}-{num_points}-{h.hexdigest()[:16]}.npz"
+
+
 def load_modelnet_off(root: str | Path, split: str = "train", num_points: int = 1024,
-                      seed: int = 0, normalize: bool = True) -> PointCloudDataset:
+                      seed: int = 0, normalize: bool = True,
+                      cache_dir: str | Path | None = None) -> PointCloudDataset:
     """ModelNet (10 or 40) from its OFF meshes, ``ROOT/CLASS/{train,test}/*.off``.
 
     Each mesh is sampled to ``num_points`` points (:func:`sample_surface`, deterministic
     by ``seed`` and the file's position), then, with ``normalize``, centred and scaled into
-    the unit sphere as the HDF5 release is. Classes are the sorted folder names.
+    the unit sphere as the HDF5 release is. Classes are the sorted folder names. With
+    ``cache_dir``, the sampled clouds are saved there (``.npz``, written atomically, keyed
+    by the files' names, sizes and times and the arguments) and read back next time.
     """
     root = Path(root)
     if split not in ("train", "test"):
@@ -316,21 +346,34 @@ def load_modelnet_off(root: str | Path, split: str = "train", num_points: int = 
         else []
     if not classes:
         raise DatasetError(f"{root}: no CLASS/{split}/ folders of OFF meshes found")
+    files = [(c, i, path) for c, name in enumerate(classes)
+             for i, path in enumerate(sorted((root / name / split).glob("*.off")))]
+    cache = None
+    if cache_dir is not None and files:
+        cache = _off_cache_file(Path(cache_dir), root, [f for _, _, f in files], split,
+                                num_points, seed, normalize)
+        if cache.is_file():
+            with np.load(cache, allow_pickle=False) as z:
+                return PointCloudDataset(z["points"], z["labels"], classes,
+                                         name=root.name or "modelnet", split=split,
+                                         source=str(root), extra={"cache": str(cache)})
     points, labels = [], []
-    for c, name in enumerate(classes):
-        for i, path in enumerate(sorted((root / name / split).glob("*.off"))):
-            verts, faces = read_off(path)
-            rng = np.random.default_rng([seed, c, i])
-            try:
-                pts, _ = sample_surface(verts, faces, num_points, rng)
-            except DatasetError as err:
-                raise DatasetError(f"{path}: {err}") from err
-            if normalize:
-                pts = pts - pts.mean(0)
-                pts = pts / max(np.linalg.norm(pts, axis=1).max(), 1e-12)
-            points.append(pts.astype(np.float32))
-            labels.append(c)
+    for c, i, path in files:
+        verts, faces = read_off(path)
+        rng = np.random.default_rng([seed, c, i])
+        try:
+            pts, _ = sample_surface(verts, faces, num_points, rng)
+        except DatasetError as err:
+            raise DatasetError(f"{path}: {err}") from err
+        if normalize:
+            pts = pts - pts.mean(0)
+            pts = pts / max(np.linalg.norm(pts, axis=1).max(), 1e-12)
+        points.append(pts.astype(np.float32))
+        labels.append(c)
     if not points:
         raise DatasetError(f"{root}: no .off files in any CLASS/{split}/ folder")
-    return PointCloudDataset(np.stack(points), np.asarray(labels), classes,
-                             name=root.name or "modelnet", split=split, source=str(root))
+    stacked, label_arr = np.stack(points), np.asarray(labels, dtype=np.int64)
+    if cache is not None:
+        atomic_write(cache, lambda f: np.savez(f, points=stacked, labels=label_arr))
+    return PointCloudDataset(stacked, label_arr, classes, name=root.name or "modelnet",
+                             split=split, source=str(root))
