@@ -80,10 +80,10 @@ def exit_status(error: BaseException) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in text:
-        text = f"{text}: {error.filename}"
-    return text
+    """The error's message on one line (``strerror: path`` for a missing file)."""
+    if isinstance(error, FileNotFoundError) and error.filename and error.strerror:
+        return f"{error.strerror.lower()}: {error.filename}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
