@@ -325,14 +325,14 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
 
 def dropped_per_epoch(loader: BatchLoader) -> int:
     """Training images per epoch, over all processes, in the last partial batch that
-    ``drop_last`` leaves out: the loader's ``dropped_per_epoch`` when it has one, else
-    computed from its shard and batch sizes."""
+    ``drop_last`` leaves out: the loader's ``dropped_per_epoch`` (this rank's count) when
+    it has one, else computed from its shard and batch sizes; times the process count."""
     known = getattr(loader, "dropped_per_epoch", None)
     if known is not None:
-        return int(known() if callable(known) else known)
-    if not loader.drop_last:
-        return 0
-    return (loader.shard_size % loader.batch_size) * loader.world_size
+        per_rank = int(known() if callable(known) else known)
+    else:
+        per_rank = loader.shard_size % loader.batch_size if loader.drop_last else 0
+    return per_rank * loader.world_size
 
 
 def _log_dropped(loader: BatchLoader, cfg: TrainConfig, info: D.DistInfo) -> None:
