@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "beyond_attention.commands.evaluate",
         "evaluate a checkpoint: top-1, top-5, per-class accuracy",
     ),
+    "predict": ("beyond_attention.commands.predict", "top-k classes of image files"),
+    "export": (
+        "beyond_attention.commands.export",
+        "export a checkpoint or model to ONNX, checked against onnxruntime",
+    ),
 }
 
 

@@ -1,7 +1,10 @@
 """``beyond-attention evaluate``: top-1, top-5 and per-class accuracy of a checkpoint.
 
-The checkpoint's metadata names the model, its classes, input size and normalisation, so
-``--model`` may be left out; given both, a mismatch is an error naming the two models.
+The checkpoint's metadata names the model, its classes, input size and normalisation and
+where the run validated, so the checkpoint alone is enough: ``--data``, ``--split``,
+``--dataset`` and ``--img-size`` default to the run's. Given ``--model`` too, a mismatch is
+an error naming the two models; data with other class names (or the same in another order)
+is refused with the positions that differ.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="registered model name (default: the one recorded in the checkpoint)")
     p.add_argument("--data", default=None, metavar="PATH",
-                   help="dataset path (default: $BEYOND_ATTENTION_DATA, then standard places)")
-    p.add_argument("--dataset", default="auto", choices=DATASET_NAMES)
-    p.add_argument("--split", default="test")
+                   help="dataset path (default: the run's, if it still exists; then "
+                        "$BEYOND_ATTENTION_DATA, then standard places)")
+    p.add_argument("--dataset", default="auto", choices=DATASET_NAMES,
+                   help="dataset kind/name (default: the run's with its data, else 'auto')")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate (default: the run's validation split, else 'test')")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate a fixed random subset of N images")
@@ -34,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["off", "auto", "bf16", "fp16"])
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--img-size", type=int, default=None,
-                   help="decode an image folder of mixed sizes at this size (as in training)")
+                   help="decode an image folder of mixed sizes at this size (default: the "
+                        "run's --img-size)")
     p.add_argument("--download", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -75,6 +75,10 @@ def double_normalize(
     float64 keep their dtype. The backward is hand-written so only ``A`` and the (B, N)
     denominators are saved for it.
     """
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        # Export traces the same formula in plain ops (no autograd.Function).
+        attn = upcast(logits).softmax(dim=token_dim)
+        return attn / (attn.sum(dim=slot_dim, keepdim=True) + eps)
     return _DoubleNormalize.apply(logits, token_dim, slot_dim, eps)
 
 

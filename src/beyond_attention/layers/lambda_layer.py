@@ -204,7 +204,10 @@ def relative_position_lambdas(
         needs_grad = torch.is_grad_enabled() and (values.requires_grad or kernel.requires_grad)
         impl = _auto_impl(hh, ww, ph, pw, needs_grad)
     folded = rearrange(values, "b u v x y -> (b v) u x y")  # v joins the batch: conv2d
-    if impl == "conv":
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        # Export traces the plain correlation (the same sum; no autograd.Function, no FFT).
+        out = F.conv2d(folded, kernel.to(values.dtype), padding=(ph, pw))
+    elif impl == "conv":
         out = _RelativeCorrelation.apply(folded, kernel.to(values.dtype))
     elif impl == "fft":
         out = _FFTCorrelation.apply(folded, kernel)

@@ -3,8 +3,8 @@
 A training checkpoint ``NAME`` (``last``) in the output directory is three files:
 
 - ``NAME.safetensors``: the model's weights (a plain state dict, loadable on its own), with
-  metadata: ``model`` (registered name), ``num_classes``, ``in_chans``, ``img_size``,
-  ``mean``, ``std``, ``classes`` (JSON) and ``checkpoint_id``;
+  metadata (:func:`model_metadata`): the model's name and keywords, classes, input size,
+  mean/std, where the run validated, the library version, and ``checkpoint_id``;
 - ``NAME.state.safetensors``: the other tensors: AdamW moments and step counts
   (``optim.{param index}.{key}``) and the EMA weights (``ema.{name}``);
 - ``NAME.json``: everything else: the run's configuration, epoch and step counters, the
@@ -72,12 +72,28 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def model_metadata(model_name: str, num_classes: int, in_chans: int, img_size: tuple[int, int],
-                   mean: Any, std: Any, classes: list[str]) -> dict[str, Any]:
-    """The metadata stored with model weights, enough to rebuild and evaluate the model."""
+                   mean: Any, std: Any, classes: list[str], *,
+                   model_kwargs: dict[str, Any] | None = None, data: str | None = None,
+                   dataset: str | None = None, val_split: str | None = None,
+                   decode_size: int | None = None) -> dict[str, Any]:
+    """The metadata stored with model weights: what inference needs and nothing else.
+
+    ``model``, ``model_kwargs`` (extra ``create_model`` keywords), ``num_classes``,
+    ``in_chans`` and ``img_size`` rebuild the model; ``classes`` names its outputs; ``mean``
+    and ``std`` normalise its inputs; ``decode_size`` is the size images were decoded at
+    (shorter side resized, centre crop; None: as stored); ``data``, ``dataset`` and
+    ``val_split`` say where the run validated, so evaluation can default to them;
+    ``version`` is the library's. Checkpoints written before these keys existed lack them;
+    readers treat a missing key as unknown.
+    """
+    from .. import __version__
+
     return {
-        "format": FORMAT, "model": model_name, "num_classes": num_classes,
+        "format": FORMAT, "version": __version__, "model": model_name,
+        "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
         "in_chans": in_chans, "img_size": list(img_size), "mean": list(mean),
-        "std": list(std), "classes": classes,
+        "std": list(std), "classes": classes, "decode_size": decode_size, "data": data,
+        "dataset": dataset, "val_split": val_split,
     }
 
 

@@ -289,8 +289,12 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     model = build_model(cfg.model, train_set.num_classes, train_set.channels, img_size,
                         cfg.drop_path, **cfg.model_kwargs).to(device)
     mean, std = norm_stats(model, train_set)
-    meta = model_metadata(cfg.model, train_set.num_classes, train_set.channels, img_size, mean,
-                          std, train_set.classes)
+    meta = model_metadata(
+        cfg.model, train_set.num_classes, train_set.channels, img_size, mean, std,
+        train_set.classes, model_kwargs=cfg.model_kwargs,
+        data=str(Path(train_set.source).resolve()) if train_set.source else cfg.data,
+        dataset=cfg.dataset, val_split=val_set.split if val_set is not None else None,
+        decode_size=cfg.img_size)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     dtype = amp_dtype(cfg.amp, device)
 
