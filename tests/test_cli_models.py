@@ -45,3 +45,17 @@ def test_no_match_is_an_error(capsys):
 def test_listing_does_not_leave_meta_defaults():
     main(["models", "vit_tiny_cifar", "--no-flops"])
     assert torch.empty(1).device.type == "cpu"
+
+
+def test_demo_table_and_the_carried_less_layer(capsys):
+    """``demo`` measures the less-attention layer on the scores of the layer before it."""
+    assert main(["demo", "--mixers", "self", "less", "--grid", "4", "--dim", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("mixer"))
+    assert lines[header].split() == ["mixer", "grid", "input", "output", "params", "GMACs",
+                                     "fwd", "ms"]
+    rows = {line.split()[0]: line for line in lines[header + 2 :]}
+    assert set(rows) == {"self", "less"} and "4x4" in rows["less"]
+    assert main(["demo", "--mixers", "less", "--grid", "3", "--dim", "8", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["output"] == row["input"] == [1, 9, 8] and row["finite"]

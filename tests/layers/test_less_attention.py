@@ -1,4 +1,5 @@
-"""LaViT's layers against float64 references written from SPEC 3.1 and the documented choices."""
+"""LaViT's layers against float64 references written from the paper (LaViT, Zhang et al.,
+CVPR 2024, arXiv:2406.00427) and the documented choices."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def test_registered_configs_and_sizes() -> None:
     # Deep stem: three 3x3 convolutions, 128 channels into c2.
     assert isinstance(model.backbone.conv1, nn.Sequential)
     assert model.backbone.layer1[0].conv1.in_channels == 128
-    # Head widths of SPEC 1.2.
+    # Head widths of the EA paper's segmentation network (arXiv:2105.02358, authors' code).
     assert model.conv0.conv.weight.shape == (512, 2048, 3, 3)
     assert isinstance(model.ea, ExternalAttentionBlock2d) and model.ea.memory_size == 64
     assert model.conv1.conv.weight.shape == (256, 512, 3, 3)
@@ -98,7 +98,8 @@ def _bilinear_matrix(n_out: int, n_in: int) -> torch.Tensor:
 
 
 def _ea_block(x: torch.Tensor, blk: ExternalAttentionBlock2d) -> torch.Tensor:
-    """SPEC 1.2 written out with the block's weights."""
+    """The EA block of the authors' code (EA paper, arXiv:2105.02358) written out with the
+    block's weights."""
     b, c, h, w = x.shape
     y = torch.einsum("oc,bcn->bon", blk.conv1.weight[:, :, 0, 0], x.reshape(b, c, h * w))
     y = y + blk.conv1.bias.view(1, -1, 1)

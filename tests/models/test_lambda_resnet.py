@@ -32,8 +32,9 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> None:
 
 
 def lambda_layer_params(w: int, k: int = 16, h: int = 4, u: int = 1, r: int = 23) -> int:
-    """Parameters of a lambda layer replacing a w -> w 3x3 conv (SPEC 2.1), counted by hand:
-    W_q (w x kh), W_k (w x ku), W_v (w x vu, v = w/h), BN on q and v, the r x r kernel per
+    """Parameters of a lambda layer replacing a w -> w 3x3 conv (LambdaNetworks,
+    arXiv:2102.08602, Sec. 3 / Fig. 3), counted by hand: W_q (w x kh), W_k (w x ku),
+    W_v (w x vu, v = w/h), BN on q and v, the r x r kernel per
     (k, u) of the lambda convolution (no bias)."""
     v = w // h
     return w * k * h + w * k * u + w * v * u + 2 * k * h + 2 * v * u + k * u * r * r
@@ -116,8 +117,9 @@ def _conv1x1(t: torch.Tensor, w: torch.Tensor, s: int = 1) -> torch.Tensor:
 def _lambda_reference(
     x: torch.Tensor, layer: LambdaLayer, training: bool
 ) -> torch.Tensor:
-    """SPEC 2.1 written out: multi-query lambda layer, local relative positions by explicit
-    offsets, float64, then the 3x3 stride-2 average pool when strided."""
+    """LambdaNetworks (Bello, ICLR 2021, arXiv:2102.08602), Sec. 3 / Fig. 3 written out:
+    multi-query lambda layer, local relative positions by explicit offsets, float64, then
+    the 3x3 stride-2 average pool when strided."""
     b, _, hh, ww = x.shape
     h, k, u, v, r = layer.heads, layer.dim_k, layer.dim_u, layer.dim_v, layer.r
     q = _bn(_conv1x1(x, layer.to_q.weight), layer.norm_q, training).reshape(b, h, k, hh, ww)

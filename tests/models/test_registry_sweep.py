@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 from beyond_attention import create_model, get_model_config, list_models
+from beyond_attention.models import example_input
+
+IMAGE_TASKS = ("image_classification", "semantic_segmentation")
 
 SMALL = 32
 BATCH = 2
@@ -38,16 +41,15 @@ def _sweep_params() -> list:
     ]
 
 
-def _sweep_setup(name: str, full: bool = False) -> tuple[dict, tuple[int, ...]]:
-    """(create_model kwargs, input shape) for the sweep of ``name``."""
+def _sweep_setup(name: str, full: bool = False) -> tuple[dict, dict]:
+    """(create_model kwargs, example_input kwargs) for the sweep of ``name``."""
     config = get_model_config(name)
-    c, h, w = config.input_size
     kwargs: dict = {"num_classes": NUM_CLASSES}
-    if full or max(h, w) <= SMALL:
-        return kwargs, (BATCH, c, h, w)
+    if full or config.task not in IMAGE_TASKS or max(config.input_size[1:]) <= SMALL:
+        return kwargs, {}
     if config.fixed_input_size:
         kwargs["img_size"] = SMALL
-    return kwargs, (BATCH, c, SMALL, SMALL)
+    return kwargs, {"img_size": SMALL}
 
 
 def _build(name: str, kwargs: dict, seed: int) -> nn.Module:
@@ -74,10 +76,10 @@ class Case:
 
     def __init__(self, name: str, full: bool = False) -> None:
         self.name = name
-        self.kwargs, shape = _sweep_setup(name, full)
+        self.kwargs, input_kwargs = _sweep_setup(name, full)
         self.model = _build(name, self.kwargs, seed=0)
         torch.manual_seed(1)
-        self.x = torch.randn(shape)
+        self.x = example_input(name, BATCH, **input_kwargs)
         self._eval_out: torch.Tensor | None = None
 
     @property
@@ -136,7 +138,9 @@ def test_train_forward_backward_gives_every_parameter_a_gradient(case: Case) -> 
 
 def test_contract_methods(case: Case) -> None:
     model = case.model
-    assert model.config is get_model_config(case.name)
+    assert model.config == get_model_config(case.name)  # built at the defaults
+    assert get_model_config(model) is model.config
+    assert model.config.fixed_input_size == bool(getattr(model, "fixed_input_size", False))
     assert isinstance(model.num_features, int) and model.num_features > 0
     names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     no_wd = set(model.no_weight_decay())
@@ -144,8 +148,10 @@ def test_contract_methods(case: Case) -> None:
 
 
 def test_fixed_size_model_rejects_another_size_before_computing(case: Case) -> None:
-    if not get_model_config(case.name).fixed_input_size:
+    if not case.model.config.fixed_input_size:
         pytest.skip("accepts other input sizes")
+    if case.x.ndim != 4:
+        pytest.skip("not an image model")
     calls = []
     handles = [
         m.register_forward_pre_hook(lambda *_: calls.append(1))

@@ -11,7 +11,7 @@ from torch import nn
 
 from beyond_attention import create_model, get_model_config
 from beyond_attention.flops import count
-from beyond_attention.layers import MIXER_NAMES, create_mixer
+from beyond_attention.layers import MIXER_NAMES, CarriesAttention, create_mixer
 from beyond_attention.models import vit as vit_module
 from beyond_attention.models.vit import Block, VisionTransformer
 
@@ -169,19 +169,17 @@ def test_bad_arguments_are_value_errors():
 
 
 # ----------------------------------------------------------------- carried attention
-class Carrier(nn.Module):
+class Carrier(CarriesAttention):
     """A mixer that carries a state: records what it gets, passes on a counter."""
-
-    carries_attention = True
 
     def __init__(self, dim: int, log: list) -> None:
         super().__init__()
         self.lin = nn.Linear(dim, dim)
         self.log = log
 
-    def forward(self, x: torch.Tensor, state):
-        self.log.append(None if state is None else int(state))
-        new = torch.zeros(()) if state is None else state + 1
+    def forward(self, x: torch.Tensor, prev_scores=None):
+        self.log.append(None if prev_scores is None else int(prev_scores))
+        new = torch.zeros(()) if prev_scores is None else prev_scores + 1
         return self.lin(x) * (1 + new), new
 
 
@@ -196,6 +194,21 @@ def test_blocks_thread_the_carried_attention_in_order(monkeypatch, checkpointing
     model.set_grad_checkpointing(checkpointing)
     model(torch.randn(2, 3, 16, 16)).sum().backward()
     assert log[:4] == [None, 0, 1, 2]  # (with checkpointing the recompute logs again)
+
+
+def test_only_carries_attention_subclasses_are_threaded():
+    """A mixer that merely has a ``carries_attention`` attribute is called as ``mixer(x)``."""
+
+    class Duck(nn.Module):
+        carries_attention = True
+
+        def forward(self, x):
+            return 2 * x
+
+    blk = Block(8, Duck())
+    x = torch.randn(2, 3, 8)
+    out, state = blk(x, "state")
+    assert not blk.carries_attention and state == "state" and out.shape == x.shape
 
 
 def test_block_passes_state_through_a_plain_mixer():

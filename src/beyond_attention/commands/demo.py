@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from ..flops import count
+from ..layers.carried import CarriesAttention, run_carried
 from ..layers.factory import MIXER_NAMES, create_mixer
+from ..tables import format_table as _format_table
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -52,13 +54,13 @@ def measure_mixer(name: str, dim: int, grid: tuple[int, int], batch: int) -> dic
     torch.manual_seed(0)
     x = torch.randn(batch, n, dim)
     inputs: tuple[Any, ...] = (x,)
-    if name == "less":
-        # A less-attention layer transforms the scores of the layer before it: make them
-        # with a vanilla layer (not measured) and measure the layer that re-uses them.
-        vanilla = create_mixer(name, dim, num_tokens=n, layer_index=0).eval()
-        with torch.no_grad():
-            inputs = (x, vanilla(x)[1])
     mixer = create_mixer(name, dim, num_tokens=n, grid_size=grid, layer_index=1).eval()
+    if isinstance(mixer, CarriesAttention):
+        # A carrying layer may transform the scores of the layer before it: make them as a
+        # model does, by running the stack's first layer (not measured) before it.
+        first = create_mixer(name, dim, num_tokens=n, grid_size=grid, layer_index=0).eval()
+        with torch.no_grad():
+            inputs = (x, run_carried([first], x)[1])
     with torch.no_grad():
         mixer(*inputs)  # warm-up: first calls pay for allocation and kernel selection
         start = time.perf_counter()
@@ -80,16 +82,16 @@ def measure_mixer(name: str, dim: int, grid: tuple[int, int], batch: int) -> dic
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'mixer':<12} {'grid':>7} {'input':>16} {'output':>16} {'params':>11} " \
-             f"{'GMACs':>9} {'fwd ms':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(
-            f"{r['mixer']:<12} {r['grid']:>7} {str(tuple(r['input'])):>16} "
-            f"{str(tuple(r['output'])):>16} {r['params']:>11,} {r['gmacs']:>9.4f} "
-            f"{r['forward_ms']:>8.1f}"
-        )
-    return "\n".join(lines)
+    """A plain-text table of the rows made by :func:`measure_mixer`."""
+    headers = ["mixer", "grid", "input", "output", "params", "GMACs", "fwd ms"]
+    body = [
+        [
+            r["mixer"], r["grid"], str(tuple(r["input"])), str(tuple(r["output"])),
+            f"{r['params']:,}", f"{r['gmacs']:.4f}", f"{r['forward_ms']:.1f}",
+        ]
+        for r in rows
+    ]
+    return _format_table(headers, body)
 
 
 def run(args: argparse.Namespace) -> int:

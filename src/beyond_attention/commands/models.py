@@ -22,6 +22,7 @@ from torch import nn
 
 from ..flops import count
 from ..models._registry import create_model, get_model_config, list_models
+from ..tables import format_table as _format_table
 
 NOT_COUNTED = "softmax, normalisation and elementwise ops are not counted"
 
@@ -29,12 +30,20 @@ NOT_COUNTED = "softmax, normalisation and elementwise ops are not counted"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``models`` command."""
     parser.add_argument(
-        "pattern", nargs="?", default="*", help="shell-style name pattern (default: all)"
+        "pattern", nargs="?", default="*",
+        help="shell-style name pattern (default: all); a pattern without wildcards matches "
+        "as a substring ('lambda' is '*lambda*')",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--no-flops", action="store_true", help="skip the FLOP count (parameters only, fast)"
     )
+
+
+def substring_pattern(pattern: str) -> str:
+    """A pattern without wildcards (``*``, ``?``, ``[``) matches as a substring:
+    ``"lambda"`` becomes ``"*lambda*"``; others are returned as they are."""
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
 
 
 def _build(name: str) -> tuple[nn.Module, bool]:
@@ -64,6 +73,7 @@ def measure(name: str, flops: bool = True) -> dict[str, Any]:
     }
     try:
         model, on_meta = _build(name)
+        row["fixed_input_size"] = bool(getattr(model, "fixed_input_size", False))
         row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
         if flops:
             try:
@@ -110,15 +120,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 _fmt(r["paper"]),
             ]
         )
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    out = [line(header), line(["-" * w for w in widths])]
-    out += [line(cells) for cells in lines]
+    out = [line.rstrip() for line in _format_table(header, lines).split("\n")]
     for r in rows:
         if r["error"]:
             out.append(f"! {r['name']}: {r['error']}")
@@ -132,7 +134,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List the models matching ``args.pattern``; 1 if none matches or one fails to build."""
-    names = list_models(args.pattern)
+    names = list_models(substring_pattern(args.pattern))
     if not names:
         print(f"no registered model matches {args.pattern!r}")
         return 1

@@ -3,6 +3,7 @@
 Token mixers take and return (B, N, C); 2-D blocks take and return (B, C, H, W).
 """
 
+from .carried import CarriesAttention, carries_attention, run_carried
 from .drop_path import DropPath, drop_path
 from .external_attention import (
     ExternalAttention,
@@ -19,6 +20,7 @@ from .token_mlp import FeedForwardMixer, TokenMixingMLP
 __all__ = [
     "MIXER_NAMES",
     "AttentionDownsample",
+    "CarriesAttention",
     "DropPath",
     "ExternalAttention",
     "ExternalAttentionBlock2d",
@@ -32,8 +34,10 @@ __all__ = [
     "SelfAttention",
     "TokenMixingMLP",
     "VanillaAttention",
+    "carries_attention",
     "create_mixer",
     "diagonality_loss",
     "drop_path",
     "relative_position_lambdas",
+    "run_carried",
 ]

@@ -13,9 +13,30 @@ is one name for the carried state, ``prev_scores``, and one return convention::
 
 A layer that computes its own attention (a vanilla layer) accepts ``prev_scores=None``;
 a layer that transforms the previous scores requires them and says so in a clear error.
+A stack runs as :func:`run_carried` does: the scores start as ``None`` and each carrying
+mixer's output scores are the next one's ``prev_scores``; other mixers are called as
+``mixer(x)`` and pass the scores on unchanged. The ViT blocks
+(:class:`beyond_attention.models.vit.Block`) and LaViT's blocks follow this convention.
+
+What is carried, and the return flags of the attention layers:
+
+* What is carried is the *pre-softmax scores* ``S = Q K^T / sqrt(d)`` in float32: LaViT's
+  transforms act on them, and each layer takes its own softmax after them.
+* :class:`~beyond_attention.layers.less_attention.VanillaAttention` therefore takes
+  ``return_scores`` (default True): ``forward(x, hw, attn_bias=None, return_scores=True)``
+  returns ``(out, S)``. :class:`~beyond_attention.layers.less_attention.LessAttention`
+  always returns its transformed scores: ``forward(x, prev_scores, hw) -> (out, S')``.
+* Layers that can hand back their attention for inspection return *probabilities* (after
+  the softmax, or the double normalisation of external attention), so their flag is
+  ``return_attn``: :class:`~beyond_attention.layers.self_attention.SelfAttention` and
+  :class:`~beyond_attention.layers.external_attention.ExternalAttention`. Probabilities
+  are never carried.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +48,13 @@ class CarriesAttention(nn.Module):
     Shapes: ``forward(x, prev_scores)`` with ``x`` (B, N, C) and ``prev_scores``
     (B, h, N, M) or ``None`` returns ``(out, scores)``: ``out`` (B, N, C) and ``scores``
     (B, h, N, M), the pre-softmax attention scores in float32 for the next layer.
+
+    ``carries_attention = True`` is kept on the class for code that still asks
+    ``getattr(m, "carries_attention", False)``; the test is ``isinstance(m,
+    CarriesAttention)`` (a module with only the attribute is not threaded by the models).
     """
+
+    carries_attention = True
 
     def forward(
         self, x: torch.Tensor, prev_scores: torch.Tensor | None = None
@@ -38,3 +65,23 @@ class CarriesAttention(nn.Module):
 def carries_attention(module: nn.Module) -> bool:
     """Whether ``module`` takes part in the carried-attention contract."""
     return isinstance(module, CarriesAttention)
+
+
+def run_carried(
+    mixers: Iterable[nn.Module], x: torch.Tensor, prev_scores: torch.Tensor | None = None
+) -> tuple[torch.Tensor, Any]:
+    """Run ``mixers`` one after the other on ``x``, threading the carried scores.
+
+    A :class:`CarriesAttention` mixer is called as ``mixer(x, prev_scores)`` and its scores
+    become the next ``prev_scores``; any other mixer as ``mixer(x)``, leaving the scores as
+    they are. Shapes: ``x`` (B, N, C) -> ``(out (B, N, C), scores (B, h, N, M) or the
+    given prev_scores)``. (No residuals or norms: a model's blocks add those around their
+    mixer and thread the scores the same way.)
+    """
+    scores: Any = prev_scores
+    for mixer in mixers:
+        if isinstance(mixer, CarriesAttention):
+            x, scores = mixer(x, scores)
+        else:
+            x = mixer(x)
+    return x, scores

@@ -2,8 +2,9 @@
 
 Every mixer returned here maps tokens (B, N, C) -> (B, N, C). Mixers that need the token
 layout say so: ``lambda`` needs the grid (H, W) with N == H * W (no class token), the
-token-axis MLPs need the token count N. ``less`` carries the previous layer's attention
-(``carries_attention = True``: ``forward(x, attn_state) -> (out, attn_state)``).
+token-axis MLPs need the token count N. ``less`` carries the previous layer's attention:
+it is a :class:`~beyond_attention.layers.carried.CarriesAttention`,
+``forward(x, prev_scores) -> (out, scores)``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ._validate import check_tokens
+from .carried import CarriesAttention
 from .external_attention import ExternalAttention, MultiHeadExternalAttention
 from .self_attention import SelfAttention
 from .token_mlp import FeedForwardMixer, TokenMixingMLP
@@ -47,24 +49,26 @@ class LambdaTokenMixer(nn.Module):
         return rearrange(y, "b c h w -> b (h w) c")
 
 
-class LessAttentionMixer(nn.Module):
+class LessAttentionMixer(CarriesAttention):
     """LaViT's attention on plain tokens, for models that stack identical blocks (a ViT).
+
+    LaViT (Zhang et al., CVPR 2024, arXiv:2406.00427), Sec. 3.2, on a single-scale token
+    stack.
 
     The first ``num_vanilla`` layers of the stack are vanilla attention
     (:class:`~beyond_attention.layers.less_attention.VanillaAttention`, full self-attention
     that also returns its pre-softmax scores); every later layer is a
     :class:`~beyond_attention.layers.less_attention.LessAttention` layer that transforms the
     scores of the layer before it instead of computing ``Q K^T``. The mixer carries the
-    scores from block to block (``carries_attention = True``)::
+    scores from block to block (it is a
+    :class:`~beyond_attention.layers.carried.CarriesAttention`)::
 
-        forward(x, attn_state) -> (out, scores)     x (B, N, C), scores (B, h, N, N)
+        forward(x, prev_scores) -> (out, scores)     x (B, N, C), scores (B, h, N, N)
 
-    A vanilla layer ignores ``attn_state`` (it may be ``None``); a less-attention layer
+    A vanilla layer ignores ``prev_scores`` (it may be ``None``); a less-attention layer
     requires the previous layer's scores. The query transform Psi (N x N) is used when
     ``query_transform`` is true (default: when N <= 256, where it is affordable).
     """
-
-    carries_attention = True
 
     def __init__(
         self,
@@ -94,16 +98,16 @@ class LessAttentionMixer(nn.Module):
             )
 
     def forward(
-        self, x: torch.Tensor, attn_state: torch.Tensor | None = None
+        self, x: torch.Tensor, prev_scores: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vanilla:
             return self.attn(x)
-        if attn_state is None:
+        if prev_scores is None:
             raise ValueError(
-                "attn_state must hold the previous layer's scores (B, h, N, N): a "
+                "prev_scores must hold the previous layer's scores (B, h, N, N): a "
                 "less-attention layer has no Q K^T of its own; put a vanilla layer first"
             )
-        return self.attn(x, attn_state)
+        return self.attn(x, prev_scores)
 
     def extra_repr(self) -> str:
         return f"vanilla={self.vanilla}"

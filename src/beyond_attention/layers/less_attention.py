@@ -3,7 +3,7 @@
 A LaViT stage starts with L_VA *vanilla attention* layers, which compute attention from
 queries and keys, and continues with *less-attention* (LA) layers, which compute no
 ``Q K^T`` at all: they re-use the previous layer's attention through two linear maps
-(SPEC 3.1)::
+(LaViT (Zhang et al., CVPR 2024, arXiv:2406.00427))::
 
     A^l = Psi( Theta(A^{l-1})^T )^T = W_psi^T A^{l-1} W_theta       (per head)
     Z^l = softmax(A^l) V^l,          V^l = x^l W_v                  (fresh values)
@@ -218,7 +218,7 @@ class LessAttention(nn.Module):
     """The less-attention (LA) layer: attention inherited from the previous layer.
 
     It computes no ``Q K^T``. Given the previous layer's pre-softmax scores S^{l-1}
-    (B, h, N, M) it forms, per head (SPEC 3.1)::
+    (B, h, N, M) it forms, per head (LaViT, arXiv:2406.00427)::
 
         S^l = Psi( Theta(S^{l-1})^T )^T = W_psi^T S^{l-1} W_theta     (B, h, N, M)
         V^l = SR(x) W_v                                              (B, h, M, d/h)

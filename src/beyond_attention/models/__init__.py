@@ -1,6 +1,24 @@
 """Models by name: importing this package registers every family with the registry."""
 
 from . import eamlp, eanet, lambda_resnet, lavit, resnet, vit  # noqa: F401
-from ._registry import ModelConfig, create_model, get_model_config, list_models, register_model
+from ._registry import (
+    TASKS,
+    ModelConfig,
+    create_model,
+    example_input,
+    get_model_config,
+    list_models,
+    register,
+    register_model,
+)
 
-__all__ = ["ModelConfig", "create_model", "get_model_config", "list_models", "register_model"]
+__all__ = [
+    "TASKS",
+    "ModelConfig",
+    "create_model",
+    "example_input",
+    "get_model_config",
+    "list_models",
+    "register",
+    "register_model",
+]

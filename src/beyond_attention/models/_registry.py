@@ -1,20 +1,27 @@
 """Model registry: register constructors with their configs, create and list them by name.
 
-Every registered constructor has the signature
-``fn(num_classes: int, in_chans: int, img_size: int | tuple[int, int], drop_path_rate: float,
-**kwargs) -> nn.Module`` and is registered together with a :class:`ModelConfig` that records
-the input size, normalisation, whether the input size is fixed, and what the paper reports.
+A model is registered with :func:`register` (a builder, the defaults that make this model,
+and its :class:`ModelConfig` fields) or with the :func:`register_model` decorator. Either
+way the registered constructor has the signature
+``fn(num_classes: int, in_chans: int, img_size: tuple[int, int], drop_path_rate: float,
+**kwargs) -> nn.Module``; :func:`create_model` fills the four common arguments from the
+config. The :class:`ModelConfig` records the task, the input size, normalisation, whether
+the input size is fixed, and what the paper reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
+
+from ._contract import to_2tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,16 +51,30 @@ DEIT = Paper("Training data-efficient image transformers & distillation through 
              "2012.12877")
 RESNET = Paper("Deep Residual Learning for Image Recognition", "1512.03385")
 
+TASKS: tuple[str, ...] = (
+    "image_classification",
+    "semantic_segmentation",
+    "pointcloud_classification",
+    "pointcloud_part_segmentation",
+)
+"""What a model does; it decides the input layout (images (B, C, H, W) or points (B, 3, N))."""
+POINTCLOUD_TASKS = frozenset(t for t in TASKS if t.startswith("pointcloud"))
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """What a model expects and what its paper reports.
 
     ``reported_gmacs`` follows the papers' convention of calling multiply-accumulates
-    "FLOPs"; :func:`beyond_attention.flops.count` reports both.
+    "FLOPs"; :func:`beyond_attention.flops.count` reports both. ``task`` is one of
+    :data:`TASKS`; point-cloud models have ``input_size=(3, N)``.
+
+    The config registered for a name holds the defaults; the one a built model carries as
+    ``model.config`` says what that model is (``fixed_input_size`` read from the model).
     """
 
     name: str
+    task: str = "image_classification"
     input_size: tuple[int, int, int] = (3, 224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -66,6 +87,16 @@ class ModelConfig:
     reported_top1: float | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        expected = 2 if self.task in POINTCLOUD_TASKS else 3
+        if len(self.input_size) != expected:
+            layout = "(3, N)" if expected == 2 else "(C, H, W)"
+            raise ValueError(
+                f"input_size of a {self.task} model must be {layout}, got {self.input_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +119,36 @@ def register_model(**config: Any) -> Callable[[ModelFn], ModelFn]:
     return decorate
 
 
+def register(
+    name: str,
+    builder: Callable[..., nn.Module],
+    defaults: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> None:
+    """Register ``name``: ``create_model(name, **kw)`` calls
+    ``builder(num_classes=, in_chans=, img_size=, drop_path_rate=, **{**defaults, **kw})``.
+
+    ``defaults`` are the arguments that make this model (depths, widths, ...); ``config``
+    the :class:`ModelConfig` fields (input size, paper, reported figures, notes).
+    """
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    fixed = dict(defaults or {})
+
+    def fn(
+        num_classes: int, in_chans: int, img_size: tuple[int, int], drop_path_rate: float,
+        **kwargs: Any,
+    ) -> nn.Module:
+        return builder(
+            num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+            drop_path_rate=drop_path_rate, **{**fixed, **kwargs},
+        )
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{name}: {getattr(builder, '__name__', builder)} with {fixed}"
+    _MODELS[name] = (fn, ModelConfig(name=name, **config))
+
+
 def _lookup(name: str) -> tuple[ModelFn, ModelConfig]:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
@@ -103,9 +164,18 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def get_model_config(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` registered for ``name``."""
-    return _lookup(name)[1]
+def get_model_config(name_or_model: str | nn.Module) -> ModelConfig:
+    """The :class:`ModelConfig` registered for a name, or the one a built model carries.
+
+    For a built model (``get_model_config(model)``) the config says what that model is:
+    ``fixed_input_size`` is read from the model.
+    """
+    if isinstance(name_or_model, nn.Module):
+        config = getattr(name_or_model, "config", None)
+        if not isinstance(config, ModelConfig):
+            raise ValueError("the model has no .config: build it with create_model(name)")
+        return config
+    return _lookup(name_or_model)[1]
 
 
 def create_model(
@@ -128,26 +198,74 @@ def create_model(
         drop_path_rate: stochastic-depth rate of the last block (linear schedule).
         **kwargs: family-specific options (``mixer=`` for the ViT baselines, ...).
 
-    The returned module carries its config as ``model.config``.
+    The returned module carries its config as ``model.config``: the registered one, with
+    ``fixed_input_size`` as the built model reports it (``r=None`` makes a LambdaResNet
+    fixed-size, for example).
     """
     fn, config = _lookup(name)
     if num_classes is None:
         num_classes = config.num_classes
     if in_chans is None:
         in_chans = config.input_size[0]
-    if img_size is None:
-        img_size = config.input_size[1:]
-    if isinstance(img_size, int):
-        img_size = (img_size, img_size)
-    img_size = tuple(int(s) for s in img_size)
-    if len(img_size) != 2 or min(img_size) <= 0:
-        raise ValueError(f"img_size must be a positive int or (H, W), got {img_size}")
-    model = fn(
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
+    if config.task in POINTCLOUD_TASKS:
+        if img_size is not None:
+            raise ValueError(f"img_size is for image models; {name} is a {config.task} model")
+        model = fn(num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                   **kwargs)
+    else:
+        if img_size is None:
+            img_size = config.input_size[1:]
+        if isinstance(img_size, int):
+            img_size = (img_size, img_size)
+        try:
+            img_size = to_2tuple(tuple(int(s) for s in img_size), "img_size")
+        except (TypeError, ValueError):
+            raise ValueError(f"img_size must be a positive int or (H, W), got {img_size}") from None
+        model = fn(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            img_size=img_size,
+            drop_path_rate=drop_path_rate,
+            **kwargs,
+        )
+    fixed = getattr(model, "fixed_input_size", config.fixed_input_size)
+    if fixed != config.fixed_input_size:
+        config = dataclasses.replace(config, fixed_input_size=bool(fixed))
     model.config = config
     return model
+
+
+def example_input(
+    config_or_name: ModelConfig | str,
+    batch: int = 2,
+    *,
+    img_size: int | tuple[int, int] | None = None,
+    num_points: int | None = None,
+    in_chans: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A standard-normal random input of the shape a registered model takes.
+
+    Images (``task`` ``image_classification`` / ``semantic_segmentation``):
+    (batch, C, H, W) from ``input_size`` (``img_size`` / ``in_chans`` override it). Point
+    clouds: (batch, 3, N) from ``input_size=(3, N)`` (``num_points`` overrides N).
+    """
+    config = get_model_config(config_or_name) if isinstance(config_or_name, str) else (
+        config_or_name
+    )
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    c = config.input_size[0] if in_chans is None else in_chans
+    if config.task in POINTCLOUD_TASKS:
+        if img_size is not None:
+            raise ValueError(f"img_size is for image models; {config.name} takes points")
+        n = config.input_size[1] if num_points is None else num_points
+        shape: tuple[int, ...] = (batch, c, n)
+    else:
+        if num_points is not None:
+            raise ValueError(f"num_points is for point-cloud models; {config.name} takes images")
+        h, w = config.input_size[1:] if img_size is None else to_2tuple(img_size, "img_size")
+        shape = (batch, c, h, w)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)

@@ -1,10 +1,10 @@
 """EAMLP: the Tokens-to-Token ViT with every attention replaced by external attention.
 
 Guo, Liu, Mu, Hu 2021 ("Beyond Self-attention: External Attention using Two Linear Layers
-for Visual Tasks", arXiv 2105.02358), section 4.4 / Table 11, SPEC 1.4. The paper gives
+for Visual Tasks", arXiv:2105.02358), section 4.4 / Table 11. The paper gives
 the sizes and accuracies; the architecture comes from the authors' code (repository
 ``MenghaoGuo/EANet``, folder ``EAMLP/models``: ``t2t_vit.py``, ``token_performer.py``,
-``transformer_block.py``), a fork of T2T-ViT (Yuan et al. 2021, arXiv 2101.11986)::
+``transformer_block.py``), a fork of T2T-ViT (Yuan et al., arXiv:2101.11986)::
 
     T2T stem (``T2T_module`` with ``tokens_type='performer'``, the default there):
         Unfold 7x7 / stride 4 / pad 2  -> token block (in C*49 -> 64)
@@ -24,8 +24,9 @@ single-head external attention) is::
     y   = y + MLP(LN(y))                                                 MLP ratio 1
 
 and is preceded by a LayerNorm over its input (C k^2 channels). The main blocks use
-:class:`~beyond_attention.layers.MultiHeadExternalAttention` (SPEC 1.3: expansion 4, S = 64
-shared by the 4h heads of D/h channels, biases on M_k and M_v).
+:class:`~beyond_attention.layers.MultiHeadExternalAttention` (the authors'
+``transformer_block.py``: expansion 4, S = 64 shared by the 4h heads of D/h channels,
+biases on M_k and M_v).
 
 Configurations (``t2t_vit.py``): EAMLP-14 D=384, depth 14, 6 heads, MLP ratio 3;
 EAMLP-19 D=448, depth 19, 7 heads, MLP ratio 3; EAMLP-7 D=256, depth 7, 4 heads, MLP
@@ -38,7 +39,8 @@ Where each detail comes from, and the choices made here:
   dropout 0.1 hard-coded as ``dp1``/``dp2``, skip connection from the input projection,
   no skip around the LayerNorm'd attention branch). ``linear_1`` starts as the transpose
   of ``linear_0`` there by aliasing ``.data``; here M_v is initialised to a *copy* of
-  M_k^T and the two are independent parameters (SPEC 1.2 explains why).
+  M_k^T and the two are independent parameters (aliasing ``.data`` ties the weights on the
+  CPU and unties them after ``.cuda()``).
 * Main attention: ``transformer_block.py`` ``Attention`` (``coef = 4``,
   ``k = 256 // coef = 64``, bias on every linear, eps 1e-9, no ``qkv_bias`` switch).
 * LayerNorm: PyTorch's default eps 1e-5 (``norm_layer=nn.LayerNorm`` there; DeiT uses 1e-6).
@@ -66,30 +68,25 @@ tens of images per second.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers._validate import check_image, check_tokens
-from ..layers.drop_path import DropPath
-from ..layers.external_attention import MultiHeadExternalAttention, double_normalize
+from ..layers._validate import check_tokens
+from ..layers.external_attention import double_normalize
 from ..layers.mlp import Mlp
-from ..layers.patch_embed import sinusoid_position_table, to_2tuple
-from ._registry import CIFAR10_MEAN, CIFAR10_STD, EXTERNAL_ATTENTION, register_model
+from ._contract import check_input_size, to_2tuple
+from ._registry import CIFAR10_MEAN, CIFAR10_STD, EXTERNAL_ATTENTION, register
+from .vit import VisionTransformer
 
 __all__ = [
     "T2T_SPLITS",
     "EAMLP",
-    "Block",
     "TokenBlock",
     "TokenExternalAttention",
     "TokensToToken",
-    "eamlp_7",
-    "eamlp_14",
-    "eamlp_19",
-    "eamlp_cifar",
+    "init_eamlp_weights",
 ]
 
 Split = tuple[int, int, int]
@@ -108,7 +105,7 @@ class TokenExternalAttention(nn.Module):
         out = v + Dropout(Proj(Dropout(A) M_v + b_v))
 
     With ``b_v = 0`` and no dropout, ``out - v`` is ``Proj(ExternalAttention(v))``
-    (SPEC 1.1). The normalisation runs in float32.
+    (EA paper (Guo et al., arXiv:2105.02358), Alg. 1). The normalisation runs in float32.
 
     Args:
         in_dim: input channels (``C * k * k`` of the soft split).
@@ -248,13 +245,7 @@ class TokensToToken(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is (B, in_chans, *img_size)."""
-        check_image(x, self.in_chans)
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
-                f"x has spatial size {tuple(x.shape[-2:])} but this model was built for "
-                f"img_size {self.img_size}; resize the input or build the model with "
-                f"img_size={tuple(x.shape[-2:])}"
-            )
+        check_input_size(x, self.in_chans, self.img_size, True, reason="the stem's grids")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -265,45 +256,31 @@ class TokensToToken(nn.Module):
         return self.project(self.soft_split2(x).transpose(1, 2))  # (B, N, D)
 
 
-class Block(nn.Module):
-    """EAMLP block: ``x += DropPath(MHEA(LN(x))); x += DropPath(MLP(LN(x)))``.
-
-    Shapes: (B, N, D) -> (B, N, D).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 3.0,
-        memory_size: int = 64,
-        expansion: int = 4,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        norm_eps: float = 1e-5,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadExternalAttention(
-            dim,
-            num_heads=num_heads,
-            memory_size=memory_size,
-            expansion=expansion,
-            attn_drop=attn_drop,
-            proj_drop=drop,
-        )
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+def _init_module(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
-class EAMLP(nn.Module):
-    """T2T-ViT with multi-head external attention (the authors' EAMLP).
+@torch.no_grad()
+def init_eamlp_weights(model: VisionTransformer) -> None:
+    """The authors' init (truncated normal 0.02 on every Linear, LayerNorm (1, 0), class
+    token truncated normal 0.02), then the stem's M_v = M_k^T (a copy)."""
+    nn.init.trunc_normal_(model.cls_token, std=0.02)
+    model.apply(_init_module)
+    model.tokens_to_token.attention1.attn.tie_init()
+    model.tokens_to_token.attention2.attn.tie_init()
+
+
+class EAMLP(VisionTransformer):
+    """T2T-ViT with multi-head external attention (the authors' EAMLP), as a configuration
+    of :class:`~.vit.VisionTransformer`: the T2T stem (``tokens_to_token``), the fixed
+    sinusoidal positions, the ``external_mh`` mixer, LayerNorm eps 1e-5, no dropout before
+    the head, and the authors' init (:func:`init_eamlp_weights`).
 
     Args:
         img_size: input (H, W) the model is built for.
@@ -352,223 +329,63 @@ class EAMLP(nn.Module):
         drop_path_rate: float = 0.0,
         norm_eps: float = 1e-5,
     ) -> None:
-        super().__init__()
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if depth <= 0:
-            raise ValueError(f"depth must be positive, got {depth}")
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
-        self.global_pool = global_pool
-        self.grad_checkpointing = False
-        self.num_prefix_tokens = 1
-
-        self.tokens_to_token = TokensToToken(
-            img_size,
-            in_chans,
-            embed_dim,
-            token_dim=token_dim,
-            memory_size=stem_memory_size,
-            splits=splits,
-            attn_drop=stem_drop,
-            proj_drop=stem_drop,
+        super().__init__(
+            img_size=img_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            mixer="external_mh",
+            mixer_kwargs=dict(
+                memory_size=memory_size, expansion=expansion, attn_drop=attn_drop_rate,
+                proj_drop=drop_rate,
+            ),
+            class_token=True,
+            global_pool=global_pool,
+            embed_layer=TokensToToken,
+            embed_kwargs=dict(
+                token_dim=token_dim, memory_size=stem_memory_size, splits=splits,
+                attn_drop=stem_drop, proj_drop=stem_drop,
+            ),
+            embed_name="tokens_to_token",
+            pos_embed="sinusoid",
+            drop_rate=drop_rate,
+            head_drop_rate=0.0,
+            drop_path_rate=drop_path_rate,
+            norm_eps=norm_eps,
+            weight_init=init_eamlp_weights,
         )
-        self.img_size = self.tokens_to_token.img_size
-        num_tokens = self.tokens_to_token.num_patches + 1
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer(
-            "pos_embed", sinusoid_position_table(num_tokens, embed_dim), persistent=False
-        )
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(
-                embed_dim,
-                num_heads,
-                mlp_ratio=mlp_ratio,
-                memory_size=memory_size,
-                expansion=expansion,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[i],
-                norm_eps=norm_eps,
-            )
-            for i in range(depth)
-        )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """The authors' init (truncated normal 0.02 on every Linear), then stem M_v = M_k^T."""
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_module)
-        self.tokens_to_token.attention1.attn.tie_init()
-        self.tokens_to_token.attention2.attn.tie_init()
-
-    @staticmethod
-    def _init_module(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names without weight decay (the class token; positions are fixed)."""
-        return {"cls_token"}
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each main block in the backward pass instead of storing activations."""
-        self.grad_checkpointing = bool(enable)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(
-        self, num_classes: int, global_pool: Literal["token", "avg"] | None = None
-    ) -> None:
-        """Replace the head with a fresh one for ``num_classes`` (0: identity)."""
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if global_pool is not None:
-            if global_pool not in ("token", "avg"):
-                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(self._init_module)
-        self.head.to(self.cls_token.device, self.cls_token.dtype)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) -> normalised tokens (B, 1 + N, D)."""
-        self.tokens_to_token.check_input(x)
-        x = self.tokens_to_token(x)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.pos_drop(x + self.pos_embed.to(x.dtype))
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, 1 + N, D) -> logits (B, num_classes), or pooled features (B, D)."""
-        x = x[:, 1:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def _eamlp(
-    num_classes: int,
-    in_chans: int,
-    img_size: tuple[int, int],
-    drop_path_rate: float,
-    defaults: dict[str, Any],
-    kwargs: dict[str, Any],
-) -> EAMLP:
-    return EAMLP(
-        img_size=img_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        drop_path_rate=drop_path_rate,
-        **{**defaults, **kwargs},
-    )
+        """The authors' init (:func:`init_eamlp_weights`)."""
+        init_eamlp_weights(self)
 
 
 _COUNTED = (
     "Parameters counted from the authors' code, which includes the fixed sinusoidal "
     "position table (a buffer here)"
 )
+_EA = dict(paper=EXTERNAL_ATTENTION, fixed_input_size=True)
 
-
-@register_model(
-    paper=EXTERNAL_ATTENTION,
-    input_size=(3, 384, 384),
-    fixed_input_size=True,
-    reported_params_m=6.24,
-    reported_top1=71.7,
-    notes=_COUNTED + "; top-1 from the authors' training log at 384 px.",
-)
-def eamlp_7(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: tuple[int, int] = (384, 384),
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EAMLP:
-    """EAMLP-7 at 384 px: D=256, depth 7, 4 heads, MLP ratio 2 (6.10M + 0.15M fixed)."""
-    defaults = dict(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0)
-    return _eamlp(num_classes, in_chans, img_size, drop_path_rate, defaults, kwargs)
-
-
-@register_model(
-    paper=EXTERNAL_ATTENTION,
-    fixed_input_size=True,
-    reported_params_m=29.88,
-    reported_gmacs=6.45,
-    reported_top1=78.9,
-    notes=_COUNTED + " (the paper's table: 30M); GMACs counted, not in the paper.",
-)
-def eamlp_14(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: tuple[int, int] = (224, 224),
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EAMLP:
-    """EAMLP-14: D=384, depth 14, 6 heads, MLP ratio 3 (29.80M + 0.08M fixed)."""
-    defaults = dict(embed_dim=384, depth=14, num_heads=6, mlp_ratio=3.0)
-    return _eamlp(num_classes, in_chans, img_size, drop_path_rate, defaults, kwargs)
-
-
-@register_model(
-    paper=EXTERNAL_ATTENTION,
-    fixed_input_size=True,
-    reported_params_m=54.56,
-    reported_gmacs=11.60,
-    reported_top1=79.4,
-    notes=_COUNTED + " (the paper's table: 55M); GMACs counted, not in the paper.",
-)
-def eamlp_19(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: tuple[int, int] = (224, 224),
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EAMLP:
-    """EAMLP-19: D=448, depth 19, 7 heads, MLP ratio 3 (54.47M + 0.09M fixed)."""
-    defaults = dict(embed_dim=448, depth=19, num_heads=7, mlp_ratio=3.0)
-    return _eamlp(num_classes, in_chans, img_size, drop_path_rate, defaults, kwargs)
-
-
-@register_model(
-    paper=EXTERNAL_ATTENTION,
-    input_size=(3, 32, 32),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    num_classes=10,
-    fixed_input_size=True,
-    dataset="cifar-10",
-    notes="D=192, depth 6, 3 heads, MLP ratio 2; soft splits 3/2/1, 3/2/1, 3/1/1 (8x8 tokens).",
-)
-def eamlp_cifar(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    img_size: tuple[int, int] = (32, 32),
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EAMLP:
-    """Small-image EAMLP: D=192, depth 6, 3 heads, MLP ratio 2, 8x8 tokens at 32 px."""
-    defaults = dict(embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, splits=CIFAR_SPLITS)
-    return _eamlp(num_classes, in_chans, img_size, drop_path_rate, defaults, kwargs)
+# EAMLP-7 at 384 px: D=256, depth 7, 4 heads, MLP ratio 2 (6.10M + 0.15M fixed).
+register("eamlp_7", EAMLP, dict(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0), **_EA,
+         input_size=(3, 384, 384), reported_params_m=6.24, reported_top1=71.7,
+         notes=_COUNTED + "; top-1 from the authors' training log at 384 px.")
+# EAMLP-14: D=384, depth 14, 6 heads, MLP ratio 3 (29.80M + 0.08M fixed).
+register("eamlp_14", EAMLP, dict(embed_dim=384, depth=14, num_heads=6, mlp_ratio=3.0), **_EA,
+         reported_params_m=29.88, reported_gmacs=6.45, reported_top1=78.9,
+         notes=_COUNTED + " (the paper's table: 30M); GMACs counted, not in the paper.")
+# EAMLP-19: D=448, depth 19, 7 heads, MLP ratio 3 (54.47M + 0.09M fixed).
+register("eamlp_19", EAMLP, dict(embed_dim=448, depth=19, num_heads=7, mlp_ratio=3.0), **_EA,
+         reported_params_m=54.56, reported_gmacs=11.60, reported_top1=79.4,
+         notes=_COUNTED + " (the paper's table: 55M); GMACs counted, not in the paper.")
+# Small-image EAMLP: D=192, depth 6, 3 heads, MLP ratio 2, 8x8 tokens at 32 px.
+register("eamlp_cifar", EAMLP,
+         dict(embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, splits=CIFAR_SPLITS), **_EA,
+         input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
+         dataset="cifar-10",
+         notes="D=192, depth 6, 3 heads, MLP ratio 2; soft splits 3/2/1, 3/2/1, 3/1/1 "
+         "(8x8 tokens).")

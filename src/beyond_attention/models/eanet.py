@@ -1,5 +1,5 @@
-"""EANet: semantic segmentation with an external-attention head (Guo et al. 2021, arXiv
-2105.02358, SPEC 1.2).
+"""EANet: semantic segmentation with an external-attention head (EA paper (Guo et al.,
+arXiv:2105.02358), the segmentation network, and the authors' code).
 
 A dilated ResNet (output stride 8) extracts a c5 map; the head is, as in the authors' code::
 
@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.external_attention import ExternalAttentionBlock2d
-from ._registry import EXTERNAL_ATTENTION, register_model
+from ._contract import ClassifierMixin, check_num_classes
+from ._registry import EXTERNAL_ATTENTION, register
 from .resnet import ResNet, StemType
 
-__all__ = ["ConvBNReLU", "EANet", "eanet_resnet50", "eanet_resnet101"]
+__all__ = ["ConvBNReLU", "EANet"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -54,8 +55,9 @@ class ConvBNReLU(nn.Sequential):
         self.act = nn.ReLU(inplace=True)
 
 
-class EANet(nn.Module):
-    """Dilated ResNet + external-attention segmentation head (SPEC 1.2).
+class EANet(ClassifierMixin, nn.Module):
+    """Dilated ResNet + external-attention segmentation head (EA paper (Guo et al.,
+    arXiv:2105.02358), with the EA block of the authors' code).
 
     Args:
         layers: backbone blocks per stage; (3, 4, 23, 3) is ResNet-101.
@@ -81,6 +83,8 @@ class EANet(nn.Module):
 
     Shapes: (B, in_chans, H, W) -> (B, num_classes, H, W).
     """
+
+    classifier_attr = "classifier"
 
     def __init__(
         self,
@@ -123,7 +127,6 @@ class EANet(nn.Module):
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.align_corners = align_corners
-        self.fixed_input_size = False
         self.feature_info = self.backbone.feature_info
         self.conv0 = ConvBNReLU(self.backbone.num_features, head_width, 3)
         self.ea = ExternalAttentionBlock2d(head_width, memory_size)
@@ -134,9 +137,13 @@ class EANet(nn.Module):
         for conv in (self.conv0.conv, self.conv1.conv):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
+    @property
+    def fixed_input_size(self) -> bool:
+        """As the backbone's (False: the EA head works at any size)."""
+        return self.backbone.fixed_input_size
+
     def _make_classifier(self, num_classes: int) -> nn.Module:
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        num_classes = check_num_classes(num_classes)
         return nn.Conv2d(self.num_features, num_classes, 1) if num_classes > 0 else nn.Identity()
 
     def no_weight_decay(self) -> set[str]:
@@ -146,15 +153,6 @@ class EANet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the backbone's blocks in the backward pass."""
         self.backbone.set_grad_checkpointing(enable)
-
-    def get_classifier(self) -> nn.Module:
-        """The final 1x1 convolution (``nn.Identity`` when ``num_classes == 0``)."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final 1x1 convolution by a fresh one with ``num_classes`` outputs."""
-        self.classifier = self._make_classifier(num_classes)
-        self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> the backbone's c5 map (B, 2048, H/8, W/8)."""
@@ -200,60 +198,20 @@ class EANet(nn.Module):
 
 
 _EANET_CONFIG: dict[str, Any] = dict(
+    task="semantic_segmentation",
     input_size=(3, 512, 512),
     num_classes=150,
     dataset="ade20k",
     paper=EXTERNAL_ATTENTION,
 )
 
-
-def _as_hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
-    return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-
-
-@register_model(
-    **_EANET_CONFIG,
-    notes="EANet head on a dilated ResNet-50 (output stride 8); the paper reports only the "
-    "ResNet-101 network. Returns per-pixel logits at the input size.",
-)
-def eanet_resnet50(
-    num_classes: int = 150,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 512,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EANet:
-    """EANet on a dilated ResNet-50 (deep stem, output stride 8), ADE20K's 150 classes."""
-    return EANet(
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=_as_hw(img_size),
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    **_EANET_CONFIG,
-    notes="The paper's EANet: dilated ResNet-101 (output stride 8) + EA head. Reported "
-    "ADE20K val 45.33 mIoU, Cityscapes val 81.7 mIoU (SPEC 1.2). Returns per-pixel logits at "
-    "the input size.",
-    extra={"reported_miou": {"ade20k": 45.33, "cityscapes": 81.7}},
-)
-def eanet_resnet101(
-    num_classes: int = 150,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 512,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> EANet:
-    """EANet: dilated ResNet-101 (deep stem, output stride 8) + EA head, 150 classes."""
-    return EANet(
-        (3, 4, 23, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=_as_hw(img_size),
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
+# EANet on a dilated ResNet-50 (deep stem, output stride 8), ADE20K's 150 classes.
+register("eanet_resnet50", EANet, dict(layers=(3, 4, 6, 3)), **_EANET_CONFIG,
+         notes="EANet head on a dilated ResNet-50 (output stride 8); the paper reports only the "
+         "ResNet-101 network. Returns per-pixel logits at the input size.")
+# EANet: dilated ResNet-101 (deep stem, output stride 8) + EA head, 150 classes.
+register("eanet_resnet101", EANet, dict(layers=(3, 4, 23, 3)), **_EANET_CONFIG,
+         notes="The paper's EANet: dilated ResNet-101 (output stride 8) + EA head. Reported "
+         "ADE20K val 45.33 mIoU, Cityscapes val 81.7 mIoU (EA paper, Guo et al., "
+         "arXiv:2105.02358). Returns per-pixel logits at the input size.",
+         extra={"reported_miou": {"ade20k": 45.33, "cityscapes": 81.7}})

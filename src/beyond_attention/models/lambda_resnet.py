@@ -1,4 +1,4 @@
-"""LambdaResNets (Bello, ICLR 2021, arXiv 2102.08602, SPEC 2.2).
+"""LambdaResNets (LambdaNetworks, Bello, ICLR 2021, arXiv:2102.08602).
 
 A LambdaResNet is the bottleneck ResNet of :mod:`.resnet` with the 3x3 convolution of a
 bottleneck (slot ``conv2``) replaced by a lambda layer
@@ -54,20 +54,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..layers.lambda_layer import LambdaLayer, PositionImpl
-from ._registry import CIFAR10_MEAN, CIFAR10_STD, LAMBDA_NETWORKS, register_model
+from ._contract import to_2tuple
+from ._registry import CIFAR10_MEAN, CIFAR10_STD, LAMBDA_NETWORKS, register
 from .resnet import CIFAR_WIDTHS, ResNet, SpatialMixerFn, conv3x3_mixer
 
-__all__ = [
-    "LambdaMixer",
-    "lambda_resnet",
-    "lambda_resnet50",
-    "lambda_resnet26",
-    "lambda_resnet38",
-    "lambda_resnet50_c4",
-    "lambda_resnet50_c4c5",
-    "lambda_resnet26_cifar",
-    "lambda_resnet26_cifar_global",
-]
+__all__ = ["LambdaMixer", "lambda_resnet"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +146,7 @@ def lambda_resnet(
     mixers: list[SpatialMixerFn] = [
         lam if i in lambda_stages else conv3x3_mixer for i in (1, 2, 3, 4)
     ]
-    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    img_size = to_2tuple(img_size, "img_size")
     return ResNet(
         layers,
         num_classes=num_classes,
@@ -167,178 +158,38 @@ def lambda_resnet(
     )
 
 
-@register_model(
-    paper=LAMBDA_NETWORKS,
-    reported_params_m=15.0,
-    reported_gmacs=6.58,
-    reported_top1=78.4,
-    notes="ResNet-50 with every 3x3 conv replaced by a lambda layer (k16, h4, u1, r23). "
-    "15.0M reported (14.996M counted from the recipe); an independent reproduction got 78.2.",
-)
-def lambda_resnet50(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """LambdaResNet-50: stages (3, 4, 6, 3), every 3x3 conv a lambda layer (k16 h4 u1 r23)."""
-    return lambda_resnet(
-        (3, 4, 6, 3),
-        (1, 2, 3, 4),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
+_LAMBDA = "(k16, h4, u1, r23)"
+_CIFAR = dict(input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
+              dataset="cifar-10")
+_CIFAR_NET = dict(widths=CIFAR_WIDTHS, stem_type="cifar", stem_width=32)
 
+# name: (block counts c2..c5, stages with lambda layers, other defaults, config)
+_MODELS_TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict, dict]] = {
+    "lambda_resnet50": ((3, 4, 6, 3), (1, 2, 3, 4), {}, dict(
+        reported_params_m=15.0, reported_gmacs=6.58, reported_top1=78.4,
+        notes=f"ResNet-50 with every 3x3 conv replaced by a lambda layer {_LAMBDA}. 15.0M "
+        "reported (14.996M counted from the recipe); an independent reproduction got 78.2.")),
+    "lambda_resnet50_c4": ((3, 4, 6, 3), (3,), {}, dict(
+        notes=f"Hybrid: lambda layers {_LAMBDA} in c4 only; c2, c3, c5 keep 3x3 convs.")),
+    "lambda_resnet50_c4c5": ((3, 4, 6, 3), (3, 4), {}, dict(
+        notes=f"Hybrid: lambda layers {_LAMBDA} in c4 and c5; c2, c3 keep 3x3 convs.")),
+    "lambda_resnet26": ((2, 2, 2, 2), (1, 2, 3, 4), {}, dict(
+        notes="Not in the paper: bottleneck stages (2, 2, 2, 2) with every 3x3 conv a lambda "
+        f"layer {_LAMBDA}.")),
+    "lambda_resnet38": ((2, 3, 5, 2), (1, 2, 3, 4), {}, dict(
+        notes="Not in the paper: bottleneck stages (2, 3, 5, 2) with every 3x3 conv a lambda "
+        f"layer {_LAMBDA}.")),
+    "lambda_resnet26_cifar": ((2, 2, 2, 2), (1, 2, 3, 4), dict(_CIFAR_NET, r=7), dict(
+        **_CIFAR,
+        notes="LambdaResNet-26 for 32x32: CIFAR stem (3x3 stride 1, no max pool), widths "
+        "16-128, every 3x3 a lambda layer (k16, h4, u1, local r=7). Twin of resnet26_cifar.")),
+    "lambda_resnet26_cifar_global": ((2, 2, 2, 2), (1, 2, 3, 4), dict(_CIFAR_NET, r=None), dict(
+        **_CIFAR, fixed_input_size=True,
+        notes="lambda_resnet26_cifar with global relative positions (a (2H-1, 2W-1, k, u) "
+        "table per layer, sized for the block's map) instead of the lambda convolution: "
+        "fixed-size.")),
+}
 
-@register_model(
-    paper=LAMBDA_NETWORKS,
-    notes="Hybrid: lambda layers (k16, h4, u1, r23) in c4 only; c2, c3, c5 keep 3x3 convs.",
-)
-def lambda_resnet50_c4(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """Hybrid LambdaResNet-50 with lambda layers in stage c4 only."""
-    return lambda_resnet(
-        (3, 4, 6, 3),
-        (3,),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    paper=LAMBDA_NETWORKS,
-    notes="Hybrid: lambda layers (k16, h4, u1, r23) in c4 and c5; c2, c3 keep 3x3 convs.",
-)
-def lambda_resnet50_c4c5(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """Hybrid LambdaResNet-50 with lambda layers in stages c4 and c5."""
-    return lambda_resnet(
-        (3, 4, 6, 3),
-        (3, 4),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    paper=LAMBDA_NETWORKS,
-    notes="Not in the paper: bottleneck stages (2, 2, 2, 2) with every 3x3 conv a lambda "
-    "layer (k16, h4, u1, r23).",
-)
-def lambda_resnet26(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """LambdaResNet-26: stages (2, 2, 2, 2), every 3x3 conv a lambda layer."""
-    return lambda_resnet(
-        (2, 2, 2, 2),
-        (1, 2, 3, 4),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    paper=LAMBDA_NETWORKS,
-    notes="Not in the paper: bottleneck stages (2, 3, 5, 2) with every 3x3 conv a lambda "
-    "layer (k16, h4, u1, r23).",
-)
-def lambda_resnet38(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """LambdaResNet-38: stages (2, 3, 5, 2), every 3x3 conv a lambda layer."""
-    return lambda_resnet(
-        (2, 3, 5, 2),
-        (1, 2, 3, 4),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    input_size=(3, 32, 32),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    num_classes=10,
-    dataset="cifar-10",
-    paper=LAMBDA_NETWORKS,
-    notes="LambdaResNet-26 for 32x32: CIFAR stem (3x3 stride 1, no max pool), widths 16-128, "
-    "every 3x3 a lambda layer (k16, h4, u1, local r=7). Twin of resnet26_cifar.",
-)
-def lambda_resnet26_cifar(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 32,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """LambdaResNet-26 for 32x32 images (CIFAR stem, widths 16..128, r=7)."""
-    kwargs.setdefault("widths", CIFAR_WIDTHS)
-    kwargs.setdefault("stem_type", "cifar")
-    kwargs.setdefault("stem_width", 32)
-    kwargs.setdefault("r", 7)
-    return lambda_resnet(
-        (2, 2, 2, 2),
-        (1, 2, 3, 4),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
-@register_model(
-    input_size=(3, 32, 32),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    num_classes=10,
-    dataset="cifar-10",
-    fixed_input_size=True,
-    paper=LAMBDA_NETWORKS,
-    notes="lambda_resnet26_cifar with global relative positions (a (2H-1, 2W-1, k, u) table "
-    "per layer, sized for the block's map) instead of the lambda convolution: fixed-size.",
-)
-def lambda_resnet26_cifar_global(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 32,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """LambdaResNet-26 for 32x32 images with global relative position lambdas (fixed size)."""
-    kwargs.setdefault("r", None)
-    return lambda_resnet26_cifar(num_classes, in_chans, img_size, drop_path_rate, **kwargs)
+for _name, (_layers, _stages, _defaults, _config) in _MODELS_TABLE.items():
+    register(_name, lambda_resnet, dict(layers=_layers, lambda_stages=_stages, **_defaults),
+             paper=LAMBDA_NETWORKS, **_config)

@@ -1,4 +1,4 @@
-"""LaViT: the Less-Attention Vision Transformer (Zhang, Liu, Lin, He; CVPR 2024, 2406.00427).
+"""LaViT: the Less-Attention Vision Transformer (LaViT (Zhang et al., CVPR 2024, arXiv:2406.00427)).
 
 A hierarchical, PVTv2-like vision transformer in four stages. Every stage embeds its input
 with an overlapping strided convolution, then runs ``num_vanilla`` vanilla-attention (VA)
@@ -11,7 +11,8 @@ diagonality-preserving loss, collected during the forward pass and read with
 :meth:`LaViT.auxiliary_loss` (the trainer applies its weight).
 
 No official code exists; the layout below is ours, chosen in the spirit of the paper
-(SPEC 3.2: "as if PVTv2 stages had most attention layers turned into LA layers") so that
+(as if the stages of PVTv2 (Wang et al., arXiv:2106.13797) had most attention layers turned
+into LA layers) so that
 parameters land within 5% and multiply-accumulates within 10% of the reported numbers.
 
 Shared by the three ImageNet models: embedding dims 64 / 128 / 320 / 512, heads
@@ -59,7 +60,14 @@ from ..layers.less_attention import (
     VanillaAttention,
     diagonality_loss,
 )
-from ._registry import CIFAR10_MEAN, CIFAR10_STD, LAVIT, register_model
+from ._contract import (
+    ClassifierMixin,
+    check_input_size,
+    check_num_classes,
+    feature_take_indices,
+    to_2tuple,
+)
+from ._registry import CIFAR10_MEAN, CIFAR10_STD, LAVIT, register
 
 __all__ = ["LaViT", "LaViTBlock", "LaViTStage"]
 
@@ -116,9 +124,11 @@ class LaViTBlock(nn.Module):
 
     ``x = x + DropPath(attn(LN(x))); x = x + DropPath(mlp(LN(x)))``.
 
-    A VA block (``less=False``) takes an optional ``attn_bias`` (the carried attention of
-    the previous stage) and returns its scores when ``return_scores`` is set (else
-    ``None`` and the fused attention kernel is used); an LA block needs the previous
+    The carried-attention convention of :mod:`beyond_attention.layers.carried`:
+    ``forward(x, hw, prev_scores, attn_bias) -> (x, scores)``. A VA block (``less=False``)
+    ignores ``prev_scores``, takes an optional ``attn_bias`` (the carried attention of
+    the previous stage) and returns its pre-softmax scores when ``return_scores`` is set
+    (else ``None`` and the fused attention kernel is used); an LA block needs the previous
     block's scores. Shapes: ``x`` (B, N, C), scores (B, h, N, M).
     """
 
@@ -273,7 +283,7 @@ class LaViTStage(nn.Module):
         if self.downsample is not None and prev is not None:
             prev_scores, prev_hw, prev_key_hw = prev
             bias = self.downsample.residual(prev_scores, prev_hw, hw, prev_key_hw, self.key_grid)
-        scores = None
+        scores = None  # the carried pre-softmax scores, threaded from block to block
         losses = []
         for i, blk in enumerate(self.blocks):
             args = (x, hw, scores, bias if i == 0 else None)
@@ -292,7 +302,7 @@ class LaViTStage(nn.Module):
         return x, out, losses
 
 
-class LaViT(nn.Module):
+class LaViT(ClassifierMixin, nn.Module):
     """The Less-Attention Vision Transformer, built for one input size.
 
     Args:
@@ -341,11 +351,9 @@ class LaViT(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(img_size, int):
-            img_size = (img_size, img_size)
-        self.img_size = (int(img_size[0]), int(img_size[1]))
+        self.img_size = to_2tuple(img_size, "img_size")
         self.in_chans = in_chans
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
         num_stages = len(depths)
         if isinstance(num_vanilla, int):
             num_vanilla = (num_vanilla,) * num_stages
@@ -401,9 +409,23 @@ class LaViT(nn.Module):
         ]
         self.num_features = embed_dims[-1]
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = (  # initialised by _init_weights below
+            nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        )
         self._aux_losses: list[torch.Tensor] = []
         self.apply(self._init_weights)
+
+    @property
+    def fixed_input_size(self) -> bool:
+        """Always True: Theta is sized by the key count and Psi by the token count."""
+        return True
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        head = nn.Linear(self.num_features, num_classes)
+        self._init_weights(head)
+        return head
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -436,16 +458,6 @@ class LaViT(nn.Module):
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a fresh ``Linear(num_features, num_classes)`` (0: none)."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            self._init_weights(self.head)
-
     def auxiliary_loss(self) -> torch.Tensor:
         """Mean diagonality loss over every LA block's attention of the last forward pass.
 
@@ -459,19 +471,17 @@ class LaViT(nn.Module):
             return torch.zeros((), device=p.device, dtype=torch.float32)
         return torch.stack(self._aux_losses).mean()
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_chans, *self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}): this "
-                f"LaViT is built for img_size={self.img_size} (its attention transforms are "
-                f"sized for it), got {tuple(x.shape)}"
-            )
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is (B, in_chans, *img_size)."""
+        check_input_size(
+            x, self.in_chans, self.img_size, self.fixed_input_size,
+            reason="its attention transforms are sized for it",
+        )
 
     def _run_stages(
         self, x: torch.Tensor, last: int | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        self._check_input(x)
+        self.check_input(x)
         feats = []
         losses: list[torch.Tensor] = []
         prev = None
@@ -498,20 +508,13 @@ class LaViT(nn.Module):
         """Per-stage feature maps (B, C_s, H_s, W_s), after each stage's LayerNorm.
 
         ``indices``: ``None`` for all stages, an int n for the last n stages, or a list of
-        stage indices. Returns ``(final_map, intermediates)``, or only the list with
-        ``intermediates_only=True``. ``stop_early`` skips the stages after the last one
-        asked for (only with ``intermediates_only``).
+        stage indices (negative ones count from the end; see
+        :func:`~._contract.feature_take_indices`). Returns ``(final_map, intermediates)``,
+        or only the list with ``intermediates_only=True``. ``stop_early`` skips the stages
+        after the last one asked for (only with ``intermediates_only``).
         """
-        n = len(self.stages)
-        if indices is None:
-            take = list(range(n))
-        elif isinstance(indices, int):
-            if not 1 <= indices <= n:
-                raise ValueError(f"indices as an int must be in [1, {n}], got {indices}")
-            take = list(range(n - indices, n))
-        else:
-            take = sorted(int(i) % n for i in indices)
-        last = max(take) if (stop_early and intermediates_only) else None
+        take, last_taken = feature_take_indices(len(self.stages), indices)
+        last = last_taken if (stop_early and intermediates_only) else None
         feats, _ = self._run_stages(x, last)
         inter = [feats[i] for i in take]
         if intermediates_only:
@@ -555,103 +558,18 @@ _CFGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _create(
-    name: str,
-    num_classes: int,
-    in_chans: int,
-    img_size: int | tuple[int, int],
-    drop_path_rate: float,
-    **kwargs: Any,
-) -> LaViT:
-    cfg = {**_CFGS[name], **kwargs}
-    return LaViT(
-        img_size=img_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        drop_path_rate=drop_path_rate,
-        **cfg,
-    )
-
-
 _NOTES = (
     "layout chosen here (no official code): see beyond_attention.models.lavit; "
     "reported FLOPs are multiply-accumulates"
 )
+_PAPER = dict(paper=LAVIT, fixed_input_size=True)
 
-
-@register_model(
-    paper=LAVIT,
-    fixed_input_size=True,
-    reported_params_m=10.9,
-    reported_gmacs=1.6,
-    reported_top1=79.2,
-    notes=_NOTES,
-)
-def lavit_tiny(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> LaViT:
-    """LaViT-T: depths 2-2-2-2, mlp ratios 6-4-4-2 (10.86M params, 1.61 GMACs at 224)."""
-    return _create("lavit_tiny", num_classes, in_chans, img_size, drop_path_rate, **kwargs)
-
-
-@register_model(
-    paper=LAVIT,
-    fixed_input_size=True,
-    reported_params_m=22.4,
-    reported_gmacs=3.3,
-    reported_top1=82.6,
-    notes=_NOTES,
-)
-def lavit_small(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> LaViT:
-    """LaViT-S: depths 2-3-6-3, mlp ratios 8-8-4-4 (22.48M params, 3.31 GMACs at 224)."""
-    return _create("lavit_small", num_classes, in_chans, img_size, drop_path_rate, **kwargs)
-
-
-@register_model(
-    paper=LAVIT,
-    fixed_input_size=True,
-    reported_params_m=39.6,
-    reported_gmacs=6.1,
-    reported_top1=83.1,
-    notes=_NOTES,
-)
-def lavit_base(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> LaViT:
-    """LaViT-B: depths 3-3-17-3, mlp ratios 8-8-4-4 (39.23M params, 6.02 GMACs at 224)."""
-    return _create("lavit_base", num_classes, in_chans, img_size, drop_path_rate, **kwargs)
-
-
-@register_model(
-    input_size=(3, 32, 32),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    num_classes=10,
-    fixed_input_size=True,
-    paper=LAVIT,
-    dataset="cifar-10",
-    notes="small-image variant (not in the paper): 3x3/2 stem, dims 32-64-128-256",
-)
-def lavit_tiny_cifar(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 32,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> LaViT:
-    """LaViT for 32 x 32 images: 4 stages on 16/8/4/2 grids, one VA + one LA block each."""
-    return _create("lavit_tiny_cifar", num_classes, in_chans, img_size, drop_path_rate, **kwargs)
+register("lavit_tiny", LaViT, _CFGS["lavit_tiny"], **_PAPER, reported_params_m=10.9,
+         reported_gmacs=1.6, reported_top1=79.2, notes=_NOTES)
+register("lavit_small", LaViT, _CFGS["lavit_small"], **_PAPER, reported_params_m=22.4,
+         reported_gmacs=3.3, reported_top1=82.6, notes=_NOTES)
+register("lavit_base", LaViT, _CFGS["lavit_base"], **_PAPER, reported_params_m=39.6,
+         reported_gmacs=6.1, reported_top1=83.1, notes=_NOTES)
+register("lavit_tiny_cifar", LaViT, _CFGS["lavit_tiny_cifar"], **_PAPER, input_size=(3, 32, 32),
+         mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, dataset="cifar-10",
+         notes="small-image variant (not in the paper): 3x3/2 stem, dims 32-64-128-256")

@@ -1,4 +1,4 @@
-"""ResNet (He et al. 2015, arXiv 1512.03385) with a pluggable spatial mixer.
+"""ResNet (He et al., arXiv:1512.03385) with a pluggable spatial mixer.
 
 The network is the bottleneck ResNet "v1.5" that torchvision ships (stride on the 3x3
 convolution, not on the first 1x1), written from scratch; parameter names follow
@@ -13,9 +13,10 @@ called the *spatial mixer* (slot ``conv2``). A :data:`SpatialMixerFn` builds it:
         (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride)
 
 :func:`conv3x3_mixer` is the plain ResNet; ``lambda_resnet.LambdaMixer`` puts a lambda layer
-there (LambdaNetworks, SPEC 2.2). A factory that declares ``fixed_input_size = True``
-(global relative positions) makes the whole model fixed-size: the model checks the input
-size before computing anything.
+there (LambdaNetworks, Bello, ICLR 2021, arXiv:2102.08602: the LambdaResNets). A mixer built
+with a fixed map size (a ``feat_size`` attribute that is not ``None``: global relative
+positions) makes the whole model fixed-size (``model.fixed_input_size``): the model checks
+the input size before computing anything.
 
 Also here: the dilated backbone of segmentation networks (``output_stride`` 16 or 8,
 strides of c5 / c4+c5 replaced by dilation, torchvision's convention that the first block
@@ -37,24 +38,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers._validate import check_image
 from ..layers.drop_path import DropPath
-from ._registry import CIFAR10_MEAN, CIFAR10_STD, RESNET, register_model
+from ._contract import (
+    ClassifierMixin,
+    check_input_size,
+    check_num_classes,
+    feature_take_indices,
+    to_2tuple,
+)
+from ._registry import CIFAR10_MEAN, CIFAR10_STD, RESNET, register
 
 __all__ = [
     "SpatialMixerFn",
     "conv3x3_mixer",
     "Bottleneck",
     "ResNet",
-    "resnet50",
-    "resnet26_cifar",
 ]
 
 SpatialMixerFn = Callable[..., nn.Module]
 """``fn(in_chs, out_chs, *, stride, dilation, feat_size) -> nn.Module`` building the
 bottleneck's spatial mixer; ``feat_size`` is the (H, W) of the mixer's input map.
-An optional attribute ``fixed_input_size`` (bool) on the factory marks mixers whose
-parameters depend on ``feat_size``."""
+A built mixer whose parameters depend on ``feat_size`` says so with a ``feat_size``
+attribute that is not ``None`` (or ``fixed_input_size = True``)."""
 
 StemType = Literal["imagenet", "deep", "cifar"]
 
@@ -140,7 +145,7 @@ class Bottleneck(nn.Module):
         return self.relu(self.drop_path(out) + shortcut)
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierMixin, nn.Module):
     """Bottleneck ResNet with per-stage spatial mixers, dilation and stochastic depth.
 
     Args:
@@ -175,6 +180,8 @@ class ResNet(nn.Module):
     Shapes: ``forward`` (B, in_chans, H, W) -> (B, num_classes);
     ``forward_features`` -> (B, num_features, H / output_stride, W / output_stride).
     """
+
+    classifier_attr = "fc"
 
     def __init__(
         self,
@@ -218,12 +225,12 @@ class ResNet(nn.Module):
                 f"multi_grid must have one entry per block of the last stage ({layers[3]}), "
                 f"got {tuple(multi_grid)}"
             )
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        num_classes = check_num_classes(num_classes)
+        img_size = to_2tuple(img_size, "img_size")
         self.img_size: tuple[int, int] = img_size
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.fixed_input_size = any(getattr(m, "fixed_input_size", False) for m in mixers)
         self.grad_checkpointing = False
         h, w = img_size
 
@@ -307,8 +314,22 @@ class ResNet(nn.Module):
         self.num_features = in_chs
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc: nn.Module = self._make_classifier(num_classes)
         self._init_weights(zero_init_last)
+
+    @property
+    def fixed_input_size(self) -> bool:
+        """Whether a spatial mixer is sized for its map (global relative positions)."""
+        return any(
+            getattr(b.conv2, "feat_size", None) is not None
+            or bool(getattr(b.conv2, "fixed_input_size", False))
+            for b in self.modules()
+            if isinstance(b, Bottleneck)
+        )
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh ``Linear(num_features, num_classes)`` (PyTorch's init), or identity."""
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -351,26 +372,13 @@ class ResNet(nn.Module):
         """Recompute every bottleneck block in the backward pass (saves activation memory)."""
         self.grad_checkpointing = enable
 
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (an ``nn.Identity`` when ``num_classes == 0``)."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one of ``num_classes`` outputs (0: identity)."""
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is (B, in_chans, H, W) with the built-for size
         (fixed-size models only)."""
-        check_image(x, self.in_chans)
-        if self.fixed_input_size and tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
-                f"x must have spatial size {self.img_size} (H, W): this model's position "
-                f"embeddings are built for that size; got {tuple(x.shape[-2:])}"
-            )
+        check_input_size(
+            x, self.in_chans, self.img_size, self.fixed_input_size,
+            reason="its position embeddings are sized for it",
+        )
 
     def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         for block in stage:
@@ -407,18 +415,9 @@ class ResNet(nn.Module):
         the last one asked for. Map ``i`` has ``feature_info[i]["num_chs"]`` channels at
         ``1 / feature_info[i]["reduction"]`` of the input size.
         """
-        n = 4
-        if indices is None:
-            take = list(range(n))
-        elif isinstance(indices, int):
-            if not 1 <= indices <= n:
-                raise ValueError(f"indices as an int must be in [1, {n}], got {indices}")
-            take = list(range(n - indices, n))
-        else:
-            if not all(-n <= int(i) < n for i in indices):
-                raise ValueError(f"indices must be stage indices in [-{n}, {n - 1}], got {indices}")
-            take = sorted({int(i) % n for i in indices})
-        last = max(take) if (stop_early and intermediates_only) else n - 1
+        take, last = feature_take_indices(4, indices)
+        if not (stop_early and intermediates_only):
+            last = 3
         self.check_input(x)
         x = self.forward_stem(x)
         maps = []
@@ -441,66 +440,20 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _as_hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
-    return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-
-
-@register_model(
-    paper=RESNET,
-    reported_params_m=25.557,
-    reported_gmacs=4.09,
-    notes="ResNet-50 v1.5 (stride on the 3x3, as torchvision); the LambdaNetworks paper's "
-    "baseline (SPEC 2.2). The ResNet paper's 3.8 GFLOPs counts v1 (stride on the 1x1).",
-)
-def resnet50(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """ResNet-50: bottleneck stages (3, 4, 6, 3), widths 64..512, 7x7 stem. 25.557M params."""
-    return ResNet(
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=_as_hw(img_size),
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-
-
 CIFAR_WIDTHS = (16, 32, 64, 128)
 """Bottleneck widths of the CIFAR variants (outputs 64..512): a quarter of ResNet-50's,
 small enough to train on two CPU cores."""
 
-
-@register_model(
-    input_size=(3, 32, 32),
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
-    num_classes=10,
-    dataset="cifar-10",
-    paper=RESNET,
-    notes="Convolutional twin of lambda_resnet26_cifar: ResNet-26 bottlenecks (2, 2, 2, 2), "
-    "widths 16-128, CIFAR stem (3x3 stride 1, no max pool).",
-)
-def resnet26_cifar(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 32,
-    drop_path_rate: float = 0.0,
-    **kwargs: Any,
-) -> ResNet:
-    """ResNet-26 for 32x32 inputs: stages (2, 2, 2, 2), widths 16..128, CIFAR stem."""
-    kwargs.setdefault("widths", CIFAR_WIDTHS)
-    kwargs.setdefault("stem_type", "cifar")
-    kwargs.setdefault("stem_width", 32)
-    return ResNet(
-        (2, 2, 2, 2),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=_as_hw(img_size),
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
+# ResNet-50: bottleneck stages (3, 4, 6, 3), widths 64..512, 7x7 stem. 25.557M params.
+register("resnet50", ResNet, dict(layers=(3, 4, 6, 3)), paper=RESNET, reported_params_m=25.557,
+         reported_gmacs=4.09,
+         notes="ResNet-50 v1.5 (stride on the 3x3, as torchvision); the baseline of "
+         "LambdaNetworks (Bello, ICLR 2021, arXiv:2102.08602). The ResNet paper's 3.8 GFLOPs "
+         "counts v1 (stride on the 1x1).")
+# ResNet-26 for 32x32 inputs: stages (2, 2, 2, 2), widths 16..128, CIFAR stem.
+register("resnet26_cifar", ResNet,
+         dict(layers=(2, 2, 2, 2), widths=CIFAR_WIDTHS, stem_type="cifar", stem_width=32),
+         input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
+         dataset="cifar-10", paper=RESNET,
+         notes="Convolutional twin of lambda_resnet26_cifar: ResNet-26 bottlenecks (2, 2, 2, 2), "
+         "widths 16-128, CIFAR stem (3x3 stride 1, no max pool).")
