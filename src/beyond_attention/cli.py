@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "beyond_attention.commands.evaluate",
         "evaluate a checkpoint: top-1, top-5, per-class accuracy",
     ),
+    "viz": (
+        "beyond_attention.commands.viz",
+        "attention, memory-slot and lambda maps as pictures; attention saturation",
+    ),
 }
 
 
