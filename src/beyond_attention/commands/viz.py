@@ -78,7 +78,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
 
 def _images(args, lm: LoadedModel, count: int) -> tuple[torch.Tensor, list[str]]:
     if getattr(args, "images", None):
-        return load_images(args.images, lm.img_size, lm.in_chans), [Path(p).name for p in args.images]
+        names = [Path(p).name for p in args.images]
+        return load_images(args.images, lm.img_size, lm.in_chans), names
     return load_split(args.data, args.split, count, lm.in_chans, lm.img_size, args.seed)
 
 
@@ -215,7 +216,8 @@ def run_maps(args: argparse.Namespace) -> int:
                 vals, kgrid = _key_map(m, row)
                 rows.append((f"{labels[b]}", images[b],
                              [(f"{m.family.upper() if m.family == 'less' else 'VA'} "
-                               f"{m.layer.split('.attn')[0]}", grid_map(vals, kgrid, lm.img_size))]))
+                               f"{m.layer.split('.attn')[0]}",
+                               grid_map(vals, kgrid, lm.img_size))]))
         plot_overlays(rows, f"{lm.name}: vanilla (VA) vs less-attention (LA) maps of the "
                             f"query pixel {point}, mean over heads", out / "va_vs_la.png",
                       marker=point)
@@ -261,7 +263,9 @@ def run_saturation(args: argparse.Namespace) -> int:
         series = [("mean over heads (band: std over images)",
                    np.array([i for i, _ in with_prev]),
                    np.array([s.prev_sim_mean for _, s in with_prev]),
-                   np.array([s.prev_sim_std for _, s in with_prev]))]
+                   np.array([s.prev_sim_std for _, s in with_prev])),
+                  ("reference: cos(A_l, uniform map)", np.array([i for i, _ in with_prev]),
+                   np.array([s.uniform_sim_mean for _, s in with_prev]), None)]
         heads = len(with_prev[0][1].prev_sim_heads)
         if all(len(s.prev_sim_heads) == heads for _, s in with_prev) and heads <= 8:
             for h in range(heads):
@@ -281,10 +285,11 @@ def run_saturation(args: argparse.Namespace) -> int:
         ], "less-attention layer", "cosine similarity",
             f"{lm.name}: less-attention vs what vanilla attention would compute",
             out / "lavit_la_vs_va.png", xticks=[s.layer for _, s in la])
-    rows = [[i, s.layer, s.family, _f(s.prev_sim_mean, s.prev_sim_std),
+    rows = [[i, s.layer, s.family, _f(s.prev_sim_mean, s.prev_sim_std), _f(s.uniform_sim_mean),
              _f(s.vanilla_sim_mean, s.vanilla_sim_std), _f(s.own_mass), _f(s.vanilla_own_mass),
              _f(s.diag_loss)] for i, s in enumerate(stats)]
-    print(format_table(["#", "layer", "family", "cos to previous", "cos to VA(x_l)",
+    print(format_table(["#", "layer", "family", "cos to previous", "cos to uniform",
+                        "cos to VA(x_l)",
                         "own cell xM", "VA(x_l) own xM", "diag loss"], rows, markdown=True))
     return 0
 

@@ -15,6 +15,9 @@ saturation"), so recomputing them is waste. Measured here:
   residual carried from the previous stage: ``A_va(x_l) = softmax(Q(x_l) K(SR(x_l))^T /
   sqrt(d/h))``. Reported: ``cos(A_la, A_va(x_l))`` per head (mean over heads, spread over
   images), and ``cos(A_la, A_{l-1})``, the similarity to the attention it transforms.
+* **A floor for the similarity.** Attention weights are non-negative, so the cosine of
+  two maps is high whenever both are near uniform; ``cos(A_l, U)`` with U the uniform
+  map (1/M everywhere) is reported beside it, per layer, as the reference.
 * **Diagonality.** ``own``: the mean attention a query gives its own key cell
   (:func:`~beyond_attention.layers.less_attention.key_cell_index`), reported as a
   multiple of the uniform value 1/M; and the library's diagonality loss of the map.
@@ -31,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.less_attention import LessAttention, VanillaAttention, diagonality_loss, key_cell_index
+from ..layers.less_attention import (
+    LessAttention,
+    VanillaAttention,
+    diagonality_loss,
+    key_cell_index,
+)
 from .capture import capture_maps, mixer_layers
 
 __all__ = ["LayerStat", "head_cosine", "own_cell_mass", "saturation"]
@@ -40,7 +48,8 @@ __all__ = ["LayerStat", "head_cosine", "own_cell_mass", "saturation"]
 def head_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of two (B, h, N, M) maps per image and head -> (B, h)."""
     if a.shape != b.shape:
-        raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     return F.cosine_similarity(a.flatten(2).double(), b.flatten(2).double(), dim=-1)
 
 
@@ -48,10 +57,7 @@ def own_cell_mass(attn: torch.Tensor, query_hw, key_hw) -> torch.Tensor:
     """Per image, the mean over heads and queries of the attention on the query's own
     key cell, times M (1 = uniform attention): (B,)."""
     b, h, n, m = attn.shape
-    if query_hw is None:
-        own = torch.arange(n)
-    else:
-        own = key_cell_index(query_hw, key_hw or query_hw)
+    own = torch.arange(n) if query_hw is None else key_cell_index(query_hw, key_hw or query_hw)
     picked = attn.gather(-1, own.view(1, 1, n, 1).expand(b, h, n, 1))
     return picked.mean(dim=(1, 2, 3)) * m
 
@@ -67,6 +73,7 @@ class LayerStat:
     prev_sim_heads: list[float] = field(default_factory=list)
     vanilla_sim_mean: float | None = None
     vanilla_sim_std: float | None = None
+    uniform_sim_mean: float | None = None
     own_mass: float | None = None
     vanilla_own_mass: float | None = None
     diag_loss: float | None = None
@@ -105,6 +112,7 @@ def saturation(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[LayerS
             va_of[name] = last_va
 
     prev_sims: dict[int, list[torch.Tensor]] = {}
+    uniform_sims: dict[int, list[torch.Tensor]] = {}
     va_sims: dict[int, list[torch.Tensor]] = {}
     own: dict[int, list[torch.Tensor]] = {}
     va_own: dict[int, list[torch.Tensor]] = {}
@@ -121,6 +129,8 @@ def saturation(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[LayerS
             if not order:
                 order = [(m.layer, m.family, m.index) for m in maps]
             for i, m in enumerate(maps):
+                flat = torch.full_like(m.tensor, 1.0 / m.tensor.shape[-1])
+                uniform_sims.setdefault(i, []).append(head_cosine(m.tensor, flat).mean(dim=1))
                 if i > 0 and maps[i - 1].tensor.shape == m.tensor.shape:
                     prev_sims.setdefault(i, []).append(head_cosine(m.tensor, maps[i - 1].tensor))
                 if m.family in ("vanilla", "less"):
@@ -148,6 +158,7 @@ def saturation(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[LayerS
             st.vanilla_own_mass = _stats(va_own[i])[0]
             n_images = sum(len(s) for s in va_sims[i])
             st.diag_loss = float(np.sum(diag[i]) / n_images)
+        st.uniform_sim_mean = _stats(uniform_sims[i])[0]
         if i in own:
             st.own_mass = _stats(own[i])[0]
         out.append(st)
