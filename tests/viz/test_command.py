@@ -33,7 +33,8 @@ def _checkpoint(tmp_path: Path, name: str, **kwargs) -> Path:
     torch.manual_seed(0)
     net = create_model(name, **kwargs)
     path = tmp_path / f"{name}.safetensors"
-    meta = model_metadata(name, 10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3, [str(i) for i in range(10)])
+    classes = [str(i) for i in range(10)]
+    meta = model_metadata(name, 10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3, classes)
     save_safetensors(path, net.state_dict(), meta)
     return path
 
