@@ -272,8 +272,8 @@ def run_saturation(args: argparse.Namespace) -> int:
                 series.append((f"head {h}", np.array([i for i, _ in with_prev]),
                                np.array([s.prev_sim_heads[h] for _, s in with_prev]), None))
         plot_lines(series, "layer", "cos(A_l, A_{l-1})",
-                   f"{lm.name}: similarity of each layer's attention to the previous layer's "
-                   f"({len(images)} images)", out / "similarity_vs_depth.png")
+                   f"{lm.name}: attention vs the previous layer's ({len(images)} images)",
+                   out / "similarity_vs_depth.png")
     la = [(i, s) for i, s in enumerate(stats) if s.vanilla_sim_mean is not None]
     if la:
         xs = np.arange(len(la))
@@ -283,7 +283,7 @@ def run_saturation(args: argparse.Namespace) -> int:
             ("cos(A_LA, previous layer's A)", xs, np.array([s.prev_sim_mean for _, s in la]),
              np.array([s.prev_sim_std for _, s in la])),
         ], "less-attention layer", "cosine similarity",
-            f"{lm.name}: less-attention vs what vanilla attention would compute",
+            f"{lm.name}: LA attention vs vanilla attention",
             out / "lavit_la_vs_va.png", xticks=[s.layer for _, s in la])
     rows = [[i, s.layer, s.family, _f(s.prev_sim_mean, s.prev_sim_std), _f(s.uniform_sim_mean),
              _f(s.vanilla_sim_mean, s.vanilla_sim_std), _f(s.own_mass), _f(s.vanilla_own_mass),
