@@ -154,13 +154,17 @@ def test_bench_models_quick(tmp_path, one_thread):
     assert (again / "models.md").read_text() == md
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="--tokens"):
-        main(["bench", "mixers", "--quick", "--tokens", "200"])
-    with pytest.raises(ValueError, match="unknown mixers"):
-        main(["bench", "mixers", "--quick", "--mixers", "nope", "--no-targets"])
-    with pytest.raises(ValueError, match="pattern"):
-        main(["bench", "models", "no_such_model*", "--quick"])
+def test_bad_arguments(capsys):
+    # the command line turns these ValueErrors into one "error:" line and status 1
+    for argv, shown in ((["bench", "mixers", "--quick", "--tokens", "200"], "--tokens"),
+                        (["bench", "mixers", "--quick", "--mixers", "nope", "--no-targets"],
+                         "unknown mixers"),
+                        (["bench", "models", "no_such_model*", "--quick"], "pattern")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and shown in err, err
+        with pytest.raises(ValueError, match=shown.replace("*", "")):
+            main(["--debug", *argv])
 
 
 def test_bench_mixers_targets_only(tmp_path, one_thread):

@@ -61,17 +61,7 @@ def test_layer_accepts_other_floats(dtype: torch.dtype) -> None:
     assert layer(torch.randn(2, *TOKENS, dtype=dtype)).dtype == dtype
 
 
-# Models whose own input check runs before any layer's and does not yet call the shared one.
-PENDING_DTYPE = {"lavit_tiny_cifar"}
-
-
-def _dtype_cases() -> list:
-    return [pytest.param(n, marks=pytest.mark.xfail(
-                reason="workaround pending in models: input check of lavit.py", strict=True))
-            if n in PENDING_DTYPE else n for n in SMALL_MODELS]
-
-
-@pytest.mark.parametrize("name", _dtype_cases())
+@pytest.mark.parametrize("name", SMALL_MODELS)
 def test_model_refuses_uint8(name: str) -> None:
     model = create_model(name, num_classes=5).eval()
     c, h, w = get_model_config(name).input_size

@@ -13,11 +13,16 @@ config field by field, so the two cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
 from ..train.config import TrainConfig
 from ..train.engine import train
+from ..train.interrupt import TrainingInterrupted
 
 
 def flag_of(f: Field) -> str:
@@ -74,7 +79,46 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def resume_command(argv: list[str], out: str | Path, prog: str | None = None) -> str:
+    """The command line that resumes a run: ``argv`` (the arguments after the program)
+    without ``--out``/``--resume``/``--overwrite``, plus ``--out OUT --resume``."""
+    kept: list[str] = []
+    skip_value = False
+    for i, a in enumerate(argv):
+        if skip_value:
+            skip_value = False
+            continue
+        if a in ("--out", "--resume", "--overwrite") or a.startswith(("--out=", "--resume=")):
+            # --out takes a value; --resume takes one only if it does not look like a flag
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            skip_value = (a == "--out" or (a == "--resume" and nxt is not None
+                                            and not nxt.startswith("-")))
+            continue
+        kept.append(a)
+    return shlex.join([*shlex.split(prog or _program()), *kept, "--out", str(out), "--resume"])
+
+
+def _program() -> str:
+    """How this process was started: ``beyond-attention``, ``python -m beyond_attention``,
+    or ``python SCRIPT``."""
+    arg0 = sys.argv[0] if sys.argv else ""
+    if Path(arg0).name == "beyond-attention":
+        return "beyond-attention"
+    if Path(arg0).name == "__main__.py" or not arg0:
+        return "python -m beyond_attention"
+    return shlex.join(["python", arg0])
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the ``train`` command."""
-    train(config_from_args(args))
+    """Run the ``train`` command; on Ctrl-C, say how to resume and return 130."""
+    try:
+        train(config_from_args(args))
+    except TrainingInterrupted as stop:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
+            return 130
+        argv = getattr(args, "_argv", None) or sys.argv[1:]
+        print(f"interrupted after step {stop.step}: checkpoint {stop.checkpoint}; resume "
+              f"with: {resume_command(argv, stop.checkpoint.parent)}", file=sys.stderr,
+              flush=True)
+        return 130
     return 0

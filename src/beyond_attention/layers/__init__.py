@@ -14,12 +14,14 @@ from .factory import MIXER_NAMES, LambdaTokenMixer, LessAttentionMixer, create_m
 from .lambda_layer import LambdaLayer, relative_position_lambdas
 from .less_attention import AttentionDownsample, LessAttention, VanillaAttention, diagonality_loss
 from .mlp import Mlp
+from .norms import BatchNorm2d, contiguous_grad
 from .self_attention import SelfAttention
 from .token_mlp import FeedForwardMixer, TokenMixingMLP
 
 __all__ = [
     "MIXER_NAMES",
     "AttentionDownsample",
+    "BatchNorm2d",
     "CarriesAttention",
     "DropPath",
     "ExternalAttention",
@@ -35,6 +37,7 @@ __all__ = [
     "TokenMixingMLP",
     "VanillaAttention",
     "carries_attention",
+    "contiguous_grad",
     "create_mixer",
     "diagonality_loss",
     "drop_path",

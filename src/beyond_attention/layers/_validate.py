@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 
-def _check_tensor(x: torch.Tensor, name: str, layout: str) -> None:
+def check_tensor(x: torch.Tensor, name: str, layout: str) -> None:
+    """Require ``x`` to be a non-empty floating tensor; ``layout`` names its expected shape."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -32,7 +33,7 @@ def _check_tensor(x: torch.Tensor, name: str, layout: str) -> None:
 
 def check_tokens(x: torch.Tensor, dim: int, name: str = "x") -> None:
     """Require ``x`` to be a non-empty floating ``(B, N, dim)`` token tensor."""
-    _check_tensor(x, name, f"(B, N, C={dim})")
+    check_tensor(x, name, f"(B, N, C={dim})")
     if x.ndim != 3:
         raise ValueError(
             f"{name} must have shape (B, N, C={dim}) with 3 dimensions, "
@@ -47,7 +48,7 @@ def check_tokens(x: torch.Tensor, dim: int, name: str = "x") -> None:
 
 def check_image(x: torch.Tensor, channels: int, name: str = "x") -> None:
     """Require ``x`` to be a non-empty floating ``(B, channels, H, W)`` feature map."""
-    _check_tensor(x, name, f"(B, C={channels}, H, W)")
+    check_tensor(x, name, f"(B, C={channels}, H, W)")
     if x.ndim != 4:
         raise ValueError(
             f"{name} must have shape (B, C={channels}, H, W) with 4 dimensions, "

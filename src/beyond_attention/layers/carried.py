@@ -48,13 +48,7 @@ class CarriesAttention(nn.Module):
     Shapes: ``forward(x, prev_scores)`` with ``x`` (B, N, C) and ``prev_scores``
     (B, h, N, M) or ``None`` returns ``(out, scores)``: ``out`` (B, N, C) and ``scores``
     (B, h, N, M), the pre-softmax attention scores in float32 for the next layer.
-
-    ``carries_attention = True`` is kept on the class for code that still asks
-    ``getattr(m, "carries_attention", False)``; the test is ``isinstance(m,
-    CarriesAttention)`` (a module with only the attribute is not threaded by the models).
     """
-
-    carries_attention = True
 
     def forward(
         self, x: torch.Tensor, prev_scores: torch.Tensor | None = None

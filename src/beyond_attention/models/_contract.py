@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..layers._validate import check_tensor
+
 __all__ = [
     "ClassifierMixin",
     "check_input_size",
@@ -100,8 +102,7 @@ def check_input_size(
     be divisible by ``divisor`` (its patch size, for example). ``reason`` says why the size
     is fixed (it is added to the message).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, "x", f"(B, C={in_chans}, H, W)")
     built = f"this model: in_chans={in_chans}, img_size={img_size}"
     if x.ndim != 4:
         raise ValueError(

@@ -113,7 +113,7 @@ class DWConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: HW) -> torch.Tensor:
         x = self.fc1(x)
-        x = rearrange(x, "b (h w) c -> b c h w", h=hw[0], w=hw[1])
+        x = rearrange(x, "b (h w) c -> b c h w", h=hw[0], w=hw[1]).contiguous()
         x = rearrange(self.dwconv(x), "b c h w -> b (h w) c")
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))

@@ -17,6 +17,11 @@ from typing import Any
 
 from ..data.find import DATASET_NAMES
 
+
+class UsageError(ValueError):
+    """Settings that cannot run together (the command line exits with status 2)."""
+
+
 # The main job's default: the smallest less-attention ViT, one of the fastest small-image
 # models to train on a CPU (490 images/s at batch 128 on two idle cores).
 DEFAULT_MODEL = "lavit_tiny_cifar"
@@ -127,6 +132,9 @@ class TrainConfig:
                              help="download the dataset from its official address if not found")
     cache_dir: str | None = setting(None, group=_DATA, shown_default="~/.cache/beyond-attention",
                                     help="cache for decoded image folders and downloads")
+    no_cache: bool = setting(False, group=_DATA, action="store_true",
+                             help="decode an image folder afresh, without reading or writing "
+                                  "the decode cache")
 
     # -- optimisation
     epochs: int = setting(1, group=_OPT, help="training epochs")
@@ -167,7 +175,12 @@ class TrainConfig:
 
     # -- run
     out: str | None = setting(None, group=_RUN, metavar="DIR",
-                              shown_default="runs/MODEL-DATASET-TIME", help="output directory")
+                              shown_default="a new runs/MODEL-DATASET, -2, -3, ...",
+                              help="output directory; one holding a run is refused unless "
+                                   "--resume or --overwrite")
+    overwrite: bool = setting(False, group=_RUN, action="store_true",
+                              help="replace the run already in --out (its checkpoints, "
+                                   "metrics and final.json are deleted)")
     resume: str | None = setting(None, group=_RUN, nargs="?", const="auto", metavar="PATH",
                                  shown_default="off",
                                  help="continue the run in --out (or from PATH, a last.json); "
@@ -183,6 +196,9 @@ class TrainConfig:
     threads: int | None = setting(None, group=_RUN, type=int, shown_default="torch's choice",
                                   help="CPU threads for torch (1 is often fastest on a machine "
                                        "shared with other jobs)")
+    log_every: int = setting(50, group=_RUN, metavar="STEPS",
+                             help="when the output is not a terminal, print a progress line "
+                                  "every STEPS steps (0: none); a terminal gets a progress bar")
     quiet: bool = setting(False, group=_RUN, action="store_true",
                           help="no progress bar or log lines")
 

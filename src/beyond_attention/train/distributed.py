@@ -67,6 +67,23 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The minimum of ``t`` over all processes (in place; a no-op in a single process)."""
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
+def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every process (``obj`` itself in a single process); for
+    small picklable values decided by one process, such as a directory name."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every process (no-op in a single process)."""
     if info.enabled:

@@ -17,12 +17,15 @@ augmentations and reaches the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -44,8 +47,12 @@ from .checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
-from .config import DEFAULT_MODEL, TrainConfig
+from .config import DEFAULT_MODEL, TrainConfig, UsageError
+from .guards import LossWatch, NonFiniteLossError, weights_finite
+from .interrupt import StopOnSigint, TrainingInterrupted
 from .optim import ModelEma, build_optimizer, lr_at
+from .resume_check import changed_settings, validate_record
+from .run_dir import clear_run, fresh_dir, refuse_existing, run_files
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "amp_dtype", "build_model", "evaluate",
            "norm_stats", "soft_cross_entropy", "step_seed", "train"]
@@ -114,9 +121,10 @@ def evaluate(model: nn.Module, loader: BatchLoader, normalize: nn.Module, device
     """Top-1, top-5, mean loss and per-class accuracy of ``model`` over ``loader``.
 
     Under DDP each process evaluates its shard (no padding) and the sums are added up, so
-    every sample counts exactly once. Returns ``{"loss", "top1", "top5", "count",
+    every sample counts exactly once. Returns ``{"loss", "top1", "top5", "top5_k", "count",
     "per_class": [accuracy of class k or None if absent], "class_count": [...]}`` with
-    accuracies in percent.
+    accuracies in percent; ``top5`` is top-k accuracy with ``k = top5_k = min(5,
+    num_classes)`` (top-3 on three classes, where a top-5 would be 100 % by definition).
     """
     model.eval()
     k5 = min(5, num_classes)
@@ -143,7 +151,8 @@ def evaluate(model: nn.Module, loader: BatchLoader, normalize: nn.Module, device
     correct, count = per_class.tolist()
     n = max(n, 1.0)
     return {
-        "loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n),
+        "loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "top5_k": k5,
+        "count": int(n),
         "per_class": [100.0 * c / k if k else None for c, k in zip(correct, count, strict=True)],
         "class_count": [int(k) for k in count],
     }
@@ -154,18 +163,56 @@ def _log(msg: str, info: D.DistInfo, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
-    """The training split and the validation split (``val`` if present, else ``test``)."""
-    source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
-    train_set = source.load(cfg.train_split, img_size=cfg.img_size, cache_dir=cfg.cache_dir)
-    val_name = cfg.val_split
-    if val_name is None:
+def _cache_kwargs(load: Callable[..., ImageDataset], use_cache: bool) -> dict[str, bool]:
+    """The keyword that turns the decode cache off, as ``load`` names it (``cache`` or
+    ``use_cache``); none when the cache is on."""
+    if use_cache:
+        return {}
+    params = inspect.signature(load).parameters
+    return {"cache": False} if "cache" in params else {"use_cache": False}
+
+
+def _archive_splits(path: Path) -> list[str]:
+    """The split folders of a tar of an image folder (``SPLIT/CLASS/IMAGE``, perhaps under
+    one top directory), from its member names alone: nothing is decoded or cached."""
+    with tarfile.open(path, "r|*") as tar:
+        parts = [PurePosixPath(m.name).parts for m in tar if m.isfile()]
+    parts = [p for p in parts if not p[-1].startswith(".")]
+    if parts and {len(p) for p in parts} == {4} and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    return sorted({p[0] for p in parts if len(p) == 3})
+
+
+def _val_split_name(cfg: TrainConfig, source: Any) -> str | None:
+    """``--val-split``, else ``val`` if the source has it, else ``test``; None for none.
+
+    The split list of an image folder comes from its cache when current; with
+    ``no_cache`` it comes from the folder's listing (or the archive's member names)."""
+    if cfg.val_split is not None:
+        return None if cfg.val_split == "none" else cfg.val_split
+    path = Path(source.path)
+    if cfg.no_cache and source.kind == "folder":
+        splits = (sorted(d.name for d in path.iterdir() if d.is_dir()
+                         and not d.name.startswith(".")) if path.is_dir()
+                  else _archive_splits(path))
+    else:
         splits = source.splits(cfg.cache_dir, cfg.img_size) or []
-        val_name = "val" if "val" in splits else "test" if "test" in splits else None
+    return "val" if "val" in splits else "test" if "test" in splits else None
+
+
+def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
+    """The training split and the validation split (``val`` if present, else ``test``).
+
+    With ``no_cache`` an image folder is decoded without reading or writing the decode
+    cache."""
+    source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
+    opts = dict(img_size=cfg.img_size, cache_dir=cfg.cache_dir,
+                **_cache_kwargs(source.load, not cfg.no_cache))
+    train_set = source.load(cfg.train_split, **opts)
+    val_name = _val_split_name(cfg, source)
     val_set = None
-    if val_name not in (None, "none"):
-        val_set = source.load(val_name, img_size=cfg.img_size, cache_dir=cfg.cache_dir)
-        val_set = val_set.subset(cfg.limit_val)
+    if val_name is not None:
+        val_set = source.load(val_name, **opts).subset(cfg.limit_val)
     return train_set.subset(cfg.limit_train), val_set
 
 
@@ -195,6 +242,9 @@ class Run:
     warmup_steps: int
     out: Path | None = None
     ddp_model: nn.Module | None = None
+    watch: LossWatch | None = None
+    stop: StopOnSigint | None = None
+    last_saved: Path | None = None
 
     def eval_model(self) -> nn.Module:
         """The weights validation and ``best.safetensors`` use: the EMA when kept."""
@@ -203,14 +253,20 @@ class Run:
 
 def _check(cfg: TrainConfig, info: D.DistInfo) -> None:
     if cfg.epochs <= 0 or cfg.batch_size <= 0:
-        raise ValueError(f"epochs and batch_size must be positive, got {cfg.epochs}, "
+        raise UsageError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, "
                          f"{cfg.batch_size}")
     if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of "
+        raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
                          f"processes {info.world_size}")
     if cfg.resume in ("", "auto") and cfg.out is None:
-        raise ValueError("--resume needs the run's directory: pass --out DIR (or --resume "
+        raise UsageError("--resume needs the run's directory: pass --out DIR (or --resume "
                          "DIR/last.json)")
+    if cfg.resume is not None and cfg.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it: "
+                         "pass one of them")
+    if cfg.log_every < 0 or cfg.save_every < 0:
+        raise UsageError(f"--log-every and --save-every must be >= 0, got {cfg.log_every}, "
+                         f"{cfg.save_every}")
 
 
 def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
@@ -243,6 +299,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
                          rank=info.rank, world_size=info.world_size, workers=cfg.workers,
                          pin_memory=device.type == "cuda")
     steps_per_epoch = len(loader)
+    _log_dropped(loader, cfg, info)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = cfg.epochs * steps_per_epoch
@@ -266,13 +323,38 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     )
 
 
+def dropped_per_epoch(loader: BatchLoader) -> int:
+    """Training images per epoch, over all processes, in the last partial batch that
+    ``drop_last`` leaves out: the loader's ``dropped_per_epoch`` (this rank's count) when
+    it has one, else computed from its shard and batch sizes; times the process count."""
+    known = getattr(loader, "dropped_per_epoch", None)
+    if known is not None:
+        per_rank = int(known() if callable(known) else known)
+    else:
+        per_rank = loader.shard_size % loader.batch_size if loader.drop_last else 0
+    return per_rank * loader.world_size
+
+
+def _log_dropped(loader: BatchLoader, cfg: TrainConfig, info: D.DistInfo) -> None:
+    """Say once how many images the last partial batch of an epoch leaves out."""
+    n = dropped_per_epoch(loader)
+    if n:
+        _log(f"note: the last partial batch drops {n} of the {len(loader.dataset)} training "
+             f"images each epoch (batch {cfg.batch_size}); the epoch's permutation changes, so "
+             f"other images are left out each time", info, cfg.quiet)
+
+
 def _fresh_state() -> dict[str, Any]:
     return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": None,
             "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0]}
 
 
 def _locate(cfg: TrainConfig, run: Run) -> Path | None:
-    """Set ``run.out``; return the checkpoint to resume from (None: start afresh)."""
+    """Set ``run.out``; return the checkpoint to resume from (None: start afresh).
+
+    A new run never writes into a directory holding another run unless ``--overwrite``
+    (:mod:`~beyond_attention.train.run_dir`); without ``--out`` rank 0 picks a fresh
+    ``runs/MODEL-DATASET[-N]`` and tells the other processes."""
     resume_path = None
     if cfg.resume not in (None, "", "auto"):
         resume_path = Path(cfg.resume)
@@ -282,8 +364,8 @@ def _locate(cfg: TrainConfig, run: Run) -> Path | None:
     elif resume_path is not None:
         run.out = resume_path.parent
     else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run.out = Path("runs") / f"{cfg.model}-{run.train_set.name}-{stamp}"
+        picked = fresh_dir(Path("runs"), f"{cfg.model}-{run.train_set.name}")
+        run.out = Path(str(D.broadcast_object(str(picked), run.info)))
     if resume_path is not None and not resume_path.is_file():
         raise CheckpointError(f"checkpoint {resume_path} (--resume) does not exist")
     if cfg.resume in ("", "auto"):
@@ -291,6 +373,8 @@ def _locate(cfg: TrainConfig, run: Run) -> Path | None:
         if not resume_path.is_file():  # a first start and a restart share one command
             _log(f"no checkpoint at {resume_path}: starting afresh", run.info, cfg.quiet)
             resume_path = None
+    if resume_path is None and not cfg.overwrite:
+        refuse_existing(run.out)
     return resume_path
 
 
@@ -299,6 +383,7 @@ def _resume(run: Run, path: Path, state: dict[str, Any]) -> None:
     cfg, info = run.cfg, run.info
     ckpt = load_checkpoint(path)
     check_model_name(cfg.model, ckpt.info.get("config", {}).get("model"), path)
+    _check_resume(run, ckpt, path)
     run.model.load_state_dict(ckpt.model_state)
     load_optimizer_state(run.optimizer, ckpt.state_tensors, ckpt.info["optimizer"])
     if run.ema is not None:
@@ -309,21 +394,42 @@ def _resume(run: Run, path: Path, state: dict[str, Any]) -> None:
     if ckpt.info.get("scaler"):
         run.scaler.load_state_dict(ckpt.info["scaler"])
     state.update(ckpt.info["state"])
-    old = ckpt.info.get("config", {})
-    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "limit_train",
-                           "max_steps_per_epoch") if k in old and old[k] != getattr(cfg, k)]
-    if changed or ckpt.info.get("world_size", info.world_size) != info.world_size:
-        _log(f"warning: resuming with changed settings {changed} (or process count): the "
-             f"result will differ from an uninterrupted run", info, cfg.quiet)
     _log(f"resumed from {path}: epoch {state['epoch'] + 1}, after step "
          f"{state['step_in_epoch']} of the epoch (global step {state['global_step']})",
          info, cfg.quiet)
+
+
+def _check_resume(run: Run, ckpt: Any, path: Path) -> None:
+    """Refuse a resume whose settings, process count or data differ from the saved run's,
+    or whose record is not self-consistent (:mod:`~beyond_attention.train.resume_check`)."""
+    cfg, info = run.cfg, run.info
+    refused, allowed = changed_settings(ckpt.info.get("config", {}), cfg.to_dict())
+    saved_ws = ckpt.info.get("world_size", info.world_size)
+    if saved_ws != info.world_size:
+        refused.append(f"world size (processes): {saved_ws!r} -> {info.world_size}")
+    for key, now in (("dataset", run.train_set.name), ("train_images", len(run.train_set))):
+        if key in ckpt.info and ckpt.info[key] != now:
+            refused.append(f"{key}: {ckpt.info[key]!r} -> {now!r}")
+    if refused:
+        raise CheckpointError(
+            f"cannot resume {path}: the run was saved with other settings ("
+            + "; ".join(refused) + "); resuming must continue the same optimisation: pass "
+            "the saved values, or start a new run with another --out")
+    if allowed:
+        _log(f"resuming with changed settings that do not alter the optimisation: "
+             f"{'; '.join(allowed)}", info, cfg.quiet)
+    validate_record(ckpt, path, steps_per_epoch=run.steps_per_epoch, epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
+                    warmup_steps=run.warmup_steps, scaler_enabled=run.scaler.is_enabled())
 
 
 def _open_out(run: Run, resumed: bool, state: dict[str, Any]) -> None:
     """Create the output directory; keep only the finished epochs' metrics lines."""
     if not run.info.is_main:
         return
+    if run.cfg.overwrite and not resumed and run_files(run.out):
+        _log(f"--overwrite: deleting {', '.join(clear_run(run.out))} in {run.out}", run.info,
+             run.cfg.quiet)
     run.out.mkdir(parents=True, exist_ok=True)
     metrics_file = run.out / "metrics.jsonl"
     lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
@@ -340,13 +446,25 @@ def _save_last(run: Run, state: dict[str, Any], epoch: int, step_in_epoch: int,
     record = {
         "config": run.cfg.to_dict(), "world_size": run.info.world_size,
         "params": run.n_params, "dataset": run.train_set.name,
+        "train_images": len(run.train_set),
         "state": {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
                   "global_step": global_step, "sums": sums.tolist()},
         "optimizer": opt_info,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
     }
-    save_checkpoint(run.out, "last", model_state=run.model.state_dict(), model_meta=run.meta,
-                    state_tensors=tensors, info=record)
+    run.last_saved = save_checkpoint(run.out, "last", model_state=run.model.state_dict(),
+                                     model_meta=run.meta, state_tensors=tensors, info=record)
+
+
+def _guard_weights(run: Run, step: int) -> None:
+    """Before a checkpoint (on every process, so all stop together): refuse to go on with
+    weights that are no longer finite, so none are ever written."""
+    modules = [run.model] + ([run.ema.module] if run.ema is not None else [])
+    if not all(weights_finite(m) for m in modules):
+        kept = f"; the last checkpoint, {run.last_saved}, is kept" if run.last_saved else ""
+        raise NonFiniteLossError(
+            f"training diverged: the weights are no longer finite after step {step} (the "
+            f"gradients overflowed){kept}; lower --lr or keep --clip-grad on")
 
 
 def _train_step(run: Run, step: int, images: torch.Tensor,
@@ -372,9 +490,55 @@ def _train_step(run: Run, step: int, images: torch.Tensor,
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
     run.scaler.step(optimizer)
     run.scaler.update()
+    if run.watch is not None:
+        run.watch.observe(loss, step)
+        if run.scaler.is_enabled():
+            run.watch.count_skip(optimizer, step)
     if run.ema is not None:
         run.ema.update(run.model, step)
     return loss, logits, lr
+
+
+def _progress_mode(run: Run) -> str:
+    """``"bar"`` (a tqdm bar, when both outputs are terminals), ``"lines"`` (a line every
+    ``log_every`` steps, e.g. into a log file) or ``"none"``; only rank 0 shows progress."""
+    if not run.info.is_main or run.cfg.quiet:
+        return "none"
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return "bar"
+    return "lines" if run.cfg.log_every > 0 else "none"
+
+
+def _sync(run: Run, sums: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The running sums over all processes and whether any process was asked to stop,
+    in one reduction (for checkpoints: every process must stop at the same step)."""
+    stop = float(run.stop is not None and run.stop.requested)
+    packed = torch.cat([sums, torch.tensor([stop], dtype=sums.dtype, device=sums.device)])
+    packed = D.all_reduce_sum(packed, run.info)
+    return packed[:3], bool(packed[3] > 0)
+
+
+def _check_finite(run: Run, loss_sum: float, where: str) -> None:
+    """Stop with :class:`NonFiniteLossError` if the summed loss is not finite; the same
+    value on every process, so all stop together (the first bad step is their minimum)."""
+    if run.watch is None or math.isfinite(loss_sum):
+        return
+    if run.info.enabled:
+        none = torch.iinfo(torch.int64).max
+        first = run.watch.first_bad
+        first = torch.where(first < 0, none, first)
+        D.all_reduce_min(first, run.info)
+        run.watch.first_bad = torch.where(first == none, -1, first)
+    run.watch.check(loss_sum, where, str(run.last_saved) if run.last_saved else None)
+
+
+def _interrupt(run: Run, state: dict[str, Any], epoch: int, step_in_epoch: int,
+               steps_done: int, reduced: torch.Tensor) -> TrainingInterrupted:
+    """Save ``last.*`` at the current step (rank 0) and return the exception to raise."""
+    _guard_weights(run, steps_done)
+    if run.info.is_main:
+        _save_last(run, state, epoch, step_in_epoch, steps_done, reduced)
+    return TrainingInterrupted(run.out / "last.json", steps_done)
 
 
 def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
@@ -382,7 +546,10 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
     """Train ``epoch`` from where ``state`` stands (mid-epoch after a resume).
 
     Returns ``{"sums": tensor [loss * n, correct, n] over all ranks, "seen": images,
-    "seconds": training time, "step": the last step's index}``.
+    "seconds": training time, "step": the last step's index}``. Raises
+    :class:`NonFiniteLossError` when the loss stops being finite (checked where the loop
+    synchronises anyway) and :class:`TrainingInterrupted` after SIGINT, once the step's
+    checkpoint is written.
     """
     cfg, info, device, spe = run.cfg, run.info, run.device, run.steps_per_epoch
     run.loader.set_epoch(epoch)
@@ -394,9 +561,9 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
         sums.zero_()
     run.ddp_model.train()
     t_epoch, seen = time.perf_counter(), 0
-    show_bar = info.is_main and not cfg.quiet and sys.stderr.isatty()
+    mode = _progress_mode(run)
     bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not show_bar, dynamic_ncols=True, leave=False)
+               disable=mode != "bar", dynamic_ncols=True, leave=False)
     step = epoch * spe + start
     for i, (images, labels) in enumerate(run.loader.iter_from(start), start):
         if i >= spe:
@@ -411,36 +578,53 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                                  torch.tensor(float(len(labels)), dtype=torch.float64,
                                               device=device)])
         seen += len(labels) * info.world_size
-        if show_bar:
+        shown = (mode == "bar" and (i % 10 == 0 or i + 1 == spe)) or (
+            mode == "lines" and (i + 1) % cfg.log_every == 0 and i + 1 < spe)
+        if mode == "bar":
             bar.update(1)
-            if i % 10 == 0 or i + 1 == spe:
-                s = sums.tolist()
-                rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
-                bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}",
-                                img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and i + 1 < spe:
-            reduced = D.all_reduce_sum(sums.clone(), info)
-            if info.is_main:
+        if shown:
+            s = sums.tolist()
+            if not info.enabled:  # the local sums are the run's: check them for free
+                _check_finite(run, s[0], f"at step {step + 1}")
+            rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
+            loss_s, acc_s = f"{s[0] / s[2]:.4f}", f"{100 * s[1] / s[2]:.2f}"
+            if mode == "bar":
+                bar.set_postfix(loss=loss_s, acc=acc_s, img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+            else:
+                _log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe}: loss {loss_s} "
+                     f"top-1 {acc_s}, {rate:.0f} img/s, lr {lr:.2e}", info, cfg.quiet)
+        stop_here = run.stop is not None and run.stop.requested and not info.enabled
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0 and i + 1 < spe) or stop_here:
+            reduced, stop = _sync(run, sums.clone())
+            _check_finite(run, float(reduced[0]), f"at the checkpoint of step {step + 1}")
+            if stop and i + 1 < spe:
+                bar.close()
+                raise _interrupt(run, state, epoch, i + 1, step + 1, reduced)
+            _guard_weights(run, step + 1)
+            if info.is_main and not stop:
                 _save_last(run, state, epoch, i + 1, step + 1, reduced)
         if on_step is not None:
             on_step(step + 1)
     bar.close()
     seconds = time.perf_counter() - t_epoch
-    return {"sums": D.all_reduce_sum(sums, info), "seen": seen, "seconds": seconds,
-            "step": step}
+    reduced = D.all_reduce_sum(sums, info)
+    _check_finite(run, float(reduced[0]), f"at the end of epoch {epoch + 1}")
+    return {"sums": reduced, "seen": seen, "seconds": seconds, "step": step}
 
 
 def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any],
                val: dict[str, Any], t_epoch: float) -> None:
     """Record the epoch: ``metrics.jsonl``, ``best.safetensors``, ``last.*``, a log line."""
     cfg, spe = run.cfg, run.steps_per_epoch
+    _guard_weights(run, (epoch + 1) * spe)
     loss_sum, correct, n = stats["sums"].tolist()
     seconds = time.perf_counter() - t_epoch
     state["train_seconds"] += seconds
     record = {
         "epoch": epoch, "train_loss": loss_sum / max(n, 1),
         "train_top1": 100 * correct / max(n, 1), "val_loss": val.get("loss"),
-        "val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_count": val.get("count"),
+        "val_top1": val.get("top1"), "val_top5": val.get("top5"),
+        "val_top5_k": val.get("top5_k"), "val_count": val.get("count"),
         "lr": lr_at(stats["step"], run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr),
         "images_per_s": stats["seen"] / max(stats["seconds"], 1e-9), "seconds": seconds,
         "steps": (epoch + 1) * spe,
@@ -457,7 +641,7 @@ def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any
                              {**run.meta, "epoch": epoch, "val_top1": score})
         _save_last(run, state, epoch + 1, 0, (epoch + 1) * spe, torch.zeros(3))
     state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-    val_msg = (f"val top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}"
+    val_msg = (f"val top-1 {val['top1']:.2f} top-{val['top5_k']} {val['top5']:.2f}"
                if val else "no validation split")
     _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
          f"top-1 {record['train_top1']:.2f}, {val_msg}, {record['images_per_s']:.0f} img/s, "
@@ -469,11 +653,12 @@ def _final(run: Run, state: dict[str, Any], val: dict[str, Any], t_start: float)
     cfg, train_set, val_set = run.cfg, run.train_set, run.val_set
     return {
         "model": cfg.model, "dataset": train_set.name, "epochs": cfg.epochs,
-        "top1": val.get("top1"), "top5": val.get("top5"),
+        "top1": val.get("top1"), "top5": val.get("top5"), "top5_k": val.get("top5_k"),
         "best_top1": state["best_top1"] if val else None,
         "params": run.n_params, "train_seconds": state["train_seconds"],
         "wall_seconds": time.perf_counter() - t_start,
         "train_images": len(train_set), "val_images": len(val_set) if val_set else 0,
+        "train_images_dropped_per_epoch": dropped_per_epoch(run.loader),
         "val_split": val_set.split if val_set is not None else None,
         "steps": run.total_steps, "world_size": run.info.world_size, "device": str(run.device),
         "amp": str(run.dtype).replace("torch.", "") if run.dtype else "off",
@@ -505,9 +690,11 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
     _check(cfg, info)
     run = _setup(cfg, info)
     resume_path = _locate(cfg, run)
+    D.barrier(info)  # every process has looked at --out before rank 0 writes into it
     state = _fresh_state()
     if resume_path is not None:
         _resume(run, resume_path, state)
+        run.last_saved = resume_path
         if state["epoch"] >= cfg.epochs:
             _log(f"the run in {run.out} is already complete ({state['epoch']} epochs)", info,
                  cfg.quiet)
@@ -522,14 +709,20 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
         run.ddp_model = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
 
+    run.watch = LossWatch(run.device)
     val: dict[str, Any] = {}
-    for epoch in range(state["epoch"], cfg.epochs):
-        t_epoch = time.perf_counter()
-        stats = train_one_epoch(run, state, epoch, on_step)
-        val = {} if run.val_loader is None else evaluate(
-            run.eval_model(), run.val_loader, run.normalize, run.device,
-            run.train_set.num_classes, run.dtype, info)
-        _end_epoch(run, state, epoch, stats, val, t_epoch)
+    with StopOnSigint(announce=info.is_main) as run.stop:
+        for epoch in range(state["epoch"], cfg.epochs):
+            t_epoch = time.perf_counter()
+            stats = train_one_epoch(run, state, epoch, on_step)
+            val = {} if run.val_loader is None else evaluate(
+                run.eval_model(), run.val_loader, run.normalize, run.device,
+                run.train_set.num_classes, run.dtype, info)
+            _end_epoch(run, state, epoch, stats, val, t_epoch)
+            if epoch + 1 < cfg.epochs and _sync(run, torch.zeros(3, dtype=torch.float64,
+                                                                 device=run.device))[1]:
+                raise TrainingInterrupted(run.out / "last.json",
+                                          (epoch + 1) * run.steps_per_epoch)
 
     final = _final(run, state, val, t_start)
     if info.is_main:
