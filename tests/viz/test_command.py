@@ -15,6 +15,7 @@ from PIL import Image
 from beyond_attention.cli import main
 from beyond_attention.models import create_model
 from beyond_attention.train.checkpoint import CheckpointError, model_metadata, save_safetensors
+from beyond_attention.viz.load import load_model
 from beyond_attention.viz.plots import DPI
 from beyond_attention.viz.saturation import head_cosine, saturation
 
@@ -88,23 +89,27 @@ def test_maps_of_lambda_layers(tmp_path):
     assert names == {"keys_layer0.png", "position_kernel_layer0.png"}
 
 
-def test_bad_input_gets_clear_errors(tmp_path):
+def _fails(capsys, argv: list[str], pattern: str) -> None:
+    assert main(argv) != 0
+    assert re.search(pattern, capsys.readouterr().err)
+
+
+def test_bad_input_gets_clear_errors(tmp_path, capsys):
     imgs = _images(tmp_path, 1)
     ckpt = _checkpoint(tmp_path, "lavit_tiny_cifar")
-    with pytest.raises(CheckpointError, match="holds weights of model 'lavit_tiny_cifar'"):
-        main(["viz", "maps", "--checkpoint", str(ckpt), "--model", "vit_tiny_cifar",
-              "--images", *imgs, "--out", str(tmp_path / "o")])
+    out = ["--out", str(tmp_path / "o")]
+    _fails(capsys, ["viz", "maps", "--checkpoint", str(ckpt), "--model", "vit_tiny_cifar",
+                    "--images", *imgs, *out], "holds weights of model 'lavit_tiny_cifar'")
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(ValueError, match="notes.png is not an image file"):
-        main(["viz", "maps", "--model", "vit_tiny_cifar", "--images", str(text),
-              "--out", str(tmp_path / "o")])
-    with pytest.raises(ValueError, match="--layers: index 6 is out of range .* 6 mixer layers"):
-        main(["viz", "maps", "--model", "vit_tiny_cifar", "--layers", "6",
-              "--images", *imgs, "--out", str(tmp_path / "o")])
-    with pytest.raises(ValueError, match="outside the"):
-        main(["viz", "maps", "--model", "vit_tiny_cifar", "--query", "40,0",
-              "--images", *imgs, "--out", str(tmp_path / "o")])
+    _fails(capsys, ["viz", "maps", "--model", "vit_tiny_cifar", "--images", str(text), *out],
+           "notes.png is not an image file")
+    _fails(capsys, ["viz", "maps", "--model", "vit_tiny_cifar", "--layers", "6",
+                    "--images", *imgs, *out], "--layers: index 6 is out of range .* 6 mixer layers")
+    _fails(capsys, ["viz", "maps", "--model", "vit_tiny_cifar", "--query", "40,0",
+                    "--images", *imgs, *out], "outside the")
+    with pytest.raises(CheckpointError, match="does not fit model"):
+        load_model(ckpt, "lavit_tiny_cifar", {"depths": [1, 1, 1, 1]})
 
 
 def test_head_cosine_against_formula():
