@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "beyond_attention.commands.export",
         "export a checkpoint or model to ONNX, checked against onnxruntime",
     ),
+    "viz": (
+        "beyond_attention.commands.viz",
+        "attention, memory-slot and lambda maps as pictures; attention saturation",
+    ),
 }
 
 

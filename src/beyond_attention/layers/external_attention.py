@@ -17,6 +17,7 @@ convolutional EA block of the EANet segmentation head (the authors' code).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -99,8 +100,15 @@ class ExternalAttention(nn.Module):
 
     Shapes: ``x`` (B, N, d) -> (B, N, d); with ``return_attn=True`` also ``attn`` (B, N, S).
     With ``norm="double"`` each token's attention sums to 1 over S (up to eps), and a token's
-    output depends on every token of its sample through the softmax over N.
+    output depends on every token of its sample through the softmax over N. Under map
+    capture ``attn`` is reported as ``"attn"`` (B, 1, N, S): one head, tokens as queries,
+    slots as keys.
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self, dim: int, memory_size: int = 64, norm: Norm = "double", eps: float = 1e-6
@@ -127,6 +135,8 @@ class ExternalAttention(nn.Module):
         else:
             attn = upcast(logits).softmax(dim=-1)
         attn = attn.to(x.dtype)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn.unsqueeze(1))
         out = self.mv(attn)
         return (out, attn) if return_attn else out
 
@@ -157,8 +167,13 @@ class MultiHeadExternalAttention(nn.Module):
         eps: L1 denominator epsilon (authors: 1e-9; the normalisation runs in float32).
 
     Shapes: ``x`` (B, N, d) -> (B, N, d); with ``return_attn=True`` also ``attn``
-    (B, e*h, N, S).
+    (B, e*h, N, S), also reported as ``"attn"`` under map capture.
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -196,6 +211,8 @@ class MultiHeadExternalAttention(nn.Module):
         b, n, _ = x.shape
         q = self.query(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         attn = double_normalize(self.mk(q), token_dim=2, slot_dim=3, eps=self.eps).to(x.dtype)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn)
         out = self.mv(self.attn_drop(attn))  # (B, e*h, N, d/h)
         out = out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
         out = self.proj_drop(self.proj(out))
@@ -229,8 +246,14 @@ class ExternalAttentionBlock2d(nn.Module):
         norm_layer: the normalisation after the output convolution (default
             :class:`~beyond_attention.layers.norms.BatchNorm2d`, exact gradients at batch 1).
 
-    Shapes: ``x`` (B, C, H, W) -> (B, C, H, W).
+    Shapes: ``x`` (B, C, H, W) -> (B, C, H, W). Under map capture the normalised
+    attention is reported as ``"attn"`` (B, 1, H*W, S), pixels row-major as queries.
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -266,6 +289,8 @@ class ExternalAttentionBlock2d(nn.Module):
         b, c, h, w = x.shape
         y = self.conv1(x).flatten(2)  # (B, C, N)
         attn = double_normalize(self.mk(y), token_dim=2, slot_dim=1, eps=self.eps)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn.transpose(1, 2).unsqueeze(1), query_hw=(h, w))
         z = self.mv(attn.to(y.dtype)).view(b, c, h, w)
         return torch.relu(x + self.norm(self.conv2(z)))
 

@@ -32,6 +32,7 @@ replacement for a strided convolution.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -296,7 +297,16 @@ class LambdaLayer(nn.Module):
 
     Shapes: ``x`` (B, dim, H, W) -> (B, dim_out, H, W), or (B, dim_out, ceil(H/2), ceil(W/2))
     with ``stride=2``. Softmax over keys and the batch norms run in float32 under autocast.
+
+    Map capture reports ``"keys"`` (B, u, k, H*W), the keys normalised over positions;
+    ``"content_lambda"`` (B, k, v); and ``"position_kernel"`` (k, u, KH, KW), R as in
+    :meth:`position_kernel` (when the layer has position lambdas).
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -431,6 +441,12 @@ class LambdaLayer(nn.Module):
 
         lam_c = torch.einsum("bukm,buvm->bkv", k, v)  # content lambda (b, k, v)
         kernel = self.position_kernel()
+        if self.map_hook is not None:
+            grid = tuple(x.shape[-2:])
+            self.map_hook("keys", k, query_hw=grid)
+            self.map_hook("content_lambda", lam_c)
+            if kernel is not None:
+                self.map_hook("position_kernel", kernel)
         if kernel is None:
             y = torch.einsum("bhkn,bkv->bhvn", q, lam_c)
         else:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -131,8 +132,14 @@ class VanillaAttention(nn.Module):
 
     Shapes: ``x`` (B, N, d) with N = H*W, ``hw`` = (H, W) (needed when r > 1),
     ``attn_bias`` (B, h, N, M) or broadcastable; returns ``out`` (B, N, d) and, with
-    ``return_scores=True``, the scores S (B, h, N, M) in float32.
+    ``return_scores=True``, the scores S (B, h, N, M) in float32. Under map capture the
+    probabilities softmax(S) are reported as ``"attn"`` (B, h, N, M), on either path.
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -169,7 +176,7 @@ class VanillaAttention(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         check_tokens(x, self.dim)
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)
-        xr, _ = self.reduce(x, hw)
+        xr, key_hw = self.reduce(x, hw)
         k, v = rearrange(self.kv(xr), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
         if attn_bias is not None:
             expected = (x.shape[0], self.num_heads, x.shape[1], k.shape[2])
@@ -183,12 +190,19 @@ class VanillaAttention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.0
             )
+            if self.map_hook is not None:
+                with _no_autocast(x):
+                    s = torch.matmul(upcast(q) * self.scale, upcast(k).transpose(-2, -1))
+                    s = s if attn_bias is None else s + upcast(attn_bias)
+                self.map_hook("attn", s.softmax(dim=-1), query_hw=hw, key_hw=key_hw)
             return self._merge(out)
         with _no_autocast(x):
             scores = torch.matmul(upcast(q) * self.scale, upcast(k).transpose(-2, -1))
             if attn_bias is not None:
                 scores = scores + upcast(attn_bias)
             attn = scores.softmax(dim=-1)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn, query_hw=hw, key_hw=key_hw)
         out = torch.matmul(self.attn_drop(attn).to(v.dtype), v)
         return self._merge(out), scores
 
@@ -244,7 +258,14 @@ class LessAttention(nn.Module):
 
     Shapes: ``x`` (B, N, d), ``prev_scores`` (B, h, N, M), ``hw`` = (H, W) with N = H*W
     (needed when r > 1); returns ``(out, scores)``: (B, N, d) and (B, h, N, M) float32.
+    Under map capture the probabilities softmax(S^l) are reported as ``"attn"``
+    (B, h, N, M).
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -327,7 +348,7 @@ class LessAttention(nn.Module):
                 f"x has N={n} tokens but this layer's query transform Psi was built for "
                 f"num_queries={self.num_queries}"
             )
-        xr, _ = self.reduce(x, hw)
+        xr, key_hw = self.reduce(x, hw)
         if xr.shape[1] != self.num_keys:
             raise ValueError(
                 f"x of grid hw={hw} reduces (sr_ratio={self.sr_ratio}) to {xr.shape[1]} "
@@ -337,6 +358,8 @@ class LessAttention(nn.Module):
         scores = self.transform(prev_scores)
         with _no_autocast(x):
             attn = scores.softmax(dim=-1)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn, query_hw=hw, key_hw=key_hw)
         out = torch.matmul(self.attn_drop(attn).to(v.dtype), v)
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(out)), scores

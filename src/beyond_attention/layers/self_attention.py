@@ -13,6 +13,8 @@ memory-efficient kernels on CUDA, a fused kernel on CPU) and never materialises 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,8 +33,15 @@ class SelfAttention(nn.Module):
         proj_drop: dropout after the output projection.
 
     Shapes: ``x`` (B, N, d) -> (B, N, d); with ``return_attn=True`` also ``attn``
-    (B, h, N, N), the softmax probabilities (before attention dropout).
+    (B, h, N, N), the softmax probabilities (before attention dropout). Under map capture
+    the same probabilities are reported as ``"attn"`` (B, h, N, N); the fast path still
+    computes the output, so capture does not change it.
     """
+
+    map_hook: Callable[..., None] | None = None
+    """Map capture (:func:`beyond_attention.viz.capture_maps` sets it per instance): when
+    not ``None`` the forward also calls ``map_hook(name, tensor, **grids)``; off by default,
+    and then nothing extra runs."""
 
     def __init__(
         self,
@@ -78,8 +87,12 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0
             )
+            if self.map_hook is not None:
+                self.map_hook("attn", self.attention_scores(q, k).softmax(dim=-1))
             return self._merge_heads(out)
         attn = self.attention_scores(q, k).softmax(dim=-1)
+        if self.map_hook is not None:
+            self.map_hook("attn", attn)
         out = torch.matmul(self.attn_drop(attn).to(v.dtype), v)
         return self._merge_heads(out), attn.to(x.dtype)
 
