@@ -75,10 +75,14 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     settings, divergence), ``ValueError`` from argument checks and ``FileNotFoundError``
     for paths the user gave."""
     from .data.base import DatasetError
+    from .export.onnx import ExportError
     from .train.checkpoint import CheckpointError
     from .train.guards import NonFiniteLossError
 
-    return (DatasetError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError)
+    return (
+        DatasetError, CheckpointError, ExportError, NonFiniteLossError, ValueError,
+        FileNotFoundError,
+    )
 
 
 def exit_status(error: BaseException) -> int:
