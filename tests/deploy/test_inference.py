@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -89,10 +90,11 @@ def test_predict_matches_the_formula_on_images_written_here(checkpoint, tmp_path
 
 def test_preprocessing_equals_the_image_folder_reader(tmp_path):
     write_image(tmp_path / "f" / "val" / "x" / "0.png", (37, 23), 5)
+    write_image(tmp_path / "f" / "val" / "y" / "0.png", (SIZE, SIZE), 6)  # two classes
     splits, _, _ = decode_image_folder(tmp_path / "f", img_size=SIZE, workers=1)
     prep = Preprocess((SIZE, SIZE), (0.5,) * 3, (0.5,) * 3, "RGB", draft=True)
     got = prep.load([tmp_path / "f" / "val" / "x" / "0.png"])
-    np.testing.assert_array_equal(got.numpy(), splits["val"][0])
+    np.testing.assert_array_equal(got.numpy()[0], splits["val"][0][0])
 
 
 def test_grey_model_reads_colour_images_as_grey(tmp_path):
@@ -124,9 +126,13 @@ def test_undecodable_image_is_named_and_nothing_is_printed(checkpoint, tmp_path,
     path, _ = checkpoint
     write_image(tmp_path / "good.png", (SIZE, SIZE), 0)
     (tmp_path / "broken.jpg").write_bytes(b"not an image at all")
+    argv = ["predict", str(path), str(tmp_path / "good.png"), str(tmp_path / "broken.jpg")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(r"error: cannot decode image .*broken\.jpg.*\n", captured.err)
     with pytest.raises(InferenceError, match=r"cannot decode image .*broken\.jpg"):
-        main(["predict", str(path), str(tmp_path / "good.png"), str(tmp_path / "broken.jpg")])
-    assert capsys.readouterr().out == ""
+        main(["--debug", *argv])
     with pytest.raises(InferenceError, match="does not exist"):
         find_images([tmp_path / "missing.png"])
     with pytest.raises(InferenceError, match="matches no files"):
