@@ -13,6 +13,7 @@ from beyond_attention.train.tasks import (
     PointCloudClassification,
     SemanticSegmentation,
     make_task,
+    model_task,
     task_for,
 )
 
@@ -97,3 +98,21 @@ def test_task_from_the_model_config() -> None:
     assert task_for("spct").score == "overall_accuracy"
     with pytest.raises(ValueError, match="task must be one of"):
         make_task("pointcloud_part_segmentation")
+
+
+def test_model_task_reads_the_config() -> None:
+    from beyond_attention import create_model
+
+    with torch.device("meta"):
+        assert model_task(create_model("spct")) == "pointcloud_classification"
+    assert model_task(torch.nn.Linear(2, 2)) == "image_classification"
+
+
+def test_checkpoint_metadata_records_the_task() -> None:
+    from beyond_attention.train.checkpoint import model_metadata
+
+    meta = model_metadata("spct", 40, 3, (1, 1024), (0.0,), (1.0,), [], task=model_task(
+        torch.nn.Linear(1, 1)))
+    assert meta["task"] == "image_classification"
+    assert model_metadata("x", 2, 3, (8, 8), (0.0,), (1.0,), [], task="semantic_segmentation")[
+        "task"] == "semantic_segmentation"

@@ -72,10 +72,12 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def model_metadata(model_name: str, num_classes: int, in_chans: int, img_size: tuple[int, int],
-                   mean: Any, std: Any, classes: list[str]) -> dict[str, Any]:
-    """The metadata stored with model weights, enough to rebuild and evaluate the model."""
+                   mean: Any, std: Any, classes: list[str],
+                   task: str = "image_classification") -> dict[str, Any]:
+    """The metadata stored with model weights, enough to rebuild and evaluate the model;
+    ``task`` is the model config's (``ModelConfig.task``)."""
     return {
-        "format": FORMAT, "model": model_name, "num_classes": num_classes,
+        "format": FORMAT, "model": model_name, "task": task, "num_classes": num_classes,
         "in_chans": in_chans, "img_size": list(img_size), "mean": list(mean),
         "std": list(std), "classes": classes,
     }

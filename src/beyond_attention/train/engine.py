@@ -46,6 +46,7 @@ from .checkpoint import (
 )
 from .config import DEFAULT_MODEL, TrainConfig
 from .optim import ModelEma, build_optimizer, lr_at
+from .tasks import model_task
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "amp_dtype", "build_model", "evaluate",
            "norm_stats", "soft_cross_entropy", "step_seed", "train"]
@@ -234,7 +235,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
                         cfg.drop_path, **cfg.model_kwargs).to(device)
     mean, std = norm_stats(model, train_set)
     meta = model_metadata(cfg.model, train_set.num_classes, train_set.channels, img_size, mean,
-                          std, train_set.classes)
+                          std, train_set.classes, task=model_task(model))
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     dtype = amp_dtype(cfg.amp, device)
 

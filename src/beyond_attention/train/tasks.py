@@ -34,6 +34,7 @@ __all__ = [
     "Task",
     "TaskMeter",
     "make_task",
+    "model_task",
     "task_for",
 ]
 
@@ -163,3 +164,8 @@ def make_task(name: str, **kwargs: Any) -> Task:
 def task_for(model_name: str, **kwargs: Any) -> Task:
     """The task of a registered model, from its config."""
     return make_task(get_model_config(model_name).task, **kwargs)
+
+
+def model_task(model: torch.nn.Module) -> str:
+    """The task name of a built model: its config's, ``image_classification`` without one."""
+    return str(getattr(getattr(model, "config", None), "task", ImageClassification.name))
