@@ -33,7 +33,21 @@ LAYERS = {
     "vanilla_attention": (lambda: VanillaAttention(16, num_heads=2), TOKENS),
     "patch_embed": (lambda: PatchEmbed(8, 4, in_chans=3, embed_dim=16), (3, 8, 8)),
 }
-SMALL_MODELS = [n for n in list_models() if max(get_model_config(n).input_size[1:]) <= 32]
+POINT_TASKS = ("pointcloud_classification", "pointcloud_part_segmentation")
+POINT_SMALL = {"pct": {"samples": (32, 16), "k": 8}, "pct_ea": {"samples": (32, 16), "k": 8}}
+SMALL_MODELS = [
+    n for n in list_models()
+    if get_model_config(n).task in POINT_TASKS or max(get_model_config(n).input_size[1:]) <= 32
+]
+
+
+def _small_model(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """A small model and its per-sample input shape: (C, H, W) images, (3, 48) clouds."""
+    config = get_model_config(name)
+    if config.task in POINT_TASKS:
+        model = create_model(name, num_classes=5, **POINT_SMALL.get(name, {}))
+        return model.eval(), (config.input_size[0], 48)
+    return create_model(name, num_classes=5).eval(), tuple(config.input_size)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
@@ -63,15 +77,13 @@ def test_layer_accepts_other_floats(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_model_refuses_uint8(name: str) -> None:
-    model = create_model(name, num_classes=5).eval()
-    c, h, w = get_model_config(name).input_size
+    model, shape = _small_model(name)
     with pytest.raises(TypeError, match=r"floating-point tensor.*torch.uint8"):
-        model(torch.zeros(2, c, h, w, dtype=torch.uint8))
+        model(torch.zeros(2, *shape, dtype=torch.uint8))
 
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_model_refuses_empty_batch(name: str) -> None:
-    model = create_model(name, num_classes=5).eval()
-    c, h, w = get_model_config(name).input_size
+    model, shape = _small_model(name)
     with pytest.raises(ValueError, match=r"at least one sample"):
-        model(torch.zeros(0, c, h, w))
+        model(torch.zeros(0, *shape))

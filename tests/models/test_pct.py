@@ -1,13 +1,9 @@
 """PCT, PCT with external attention, SPCT/NPCT and the part-segmentation networks.
 
-The models are imported inside a fixture (not at collection time), so the registry-wide
-image sweep, whose inputs are images, does not pick them up; the same contract is checked
-here on point clouds.
+The registry-wide sweep (test_registry_sweep.py) covers them too, on small clouds.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import pytest
 import torch
@@ -18,11 +14,6 @@ CLS = ["pct", "pct_ea", "spct", "npct"]
 SEG = ["pct_partseg", "pct_ea_partseg"]
 SMALL = {"samples": (32, 16), "k": 8}  # a small neighbour embedding for fast checks
 N_SMALL = 48
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered() -> None:
-    importlib.import_module("beyond_attention.models.pct")
 
 
 def _small_kwargs(name: str) -> dict:
@@ -67,7 +58,8 @@ def test_separate_query_and_key_projections_add_their_weights() -> None:
 def test_config_names_the_task(name: str) -> None:
     config = get_model_config(name)
     task = "pointcloud_part_segmentation" if name in SEG else "pointcloud_classification"
-    assert config.extra["task"] == task
+    assert config.task == task
+    assert config.input_size == (3, 2048 if name in SEG else 1024)
     assert config.num_classes == (50 if name in SEG else 40)
 
 

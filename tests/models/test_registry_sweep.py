@@ -1,10 +1,12 @@
 """The model contract, checked for every registered model (whoever registered it).
 
-Each model runs with a batch of 2 at a small size: its own input size when that is at
-most 32 px; otherwise 32 px, built for that size when the model is fixed-size (its
-constructor takes ``img_size``) and fed at that size as built at its default size when it
-is not. Models above 40M parameters run only with ``-m slow`` (their families have smaller
-members in the default sweep), which also runs every model at its full default size.
+Each model runs with a batch of 2 at a small size. Point-cloud models take (2, 3, 48)
+clouds, the neighbour-embedding ones built with a small sampler (``POINT_SMALL``). Image
+models take their own input size when that is at most 32 px; otherwise 32 px, built for
+that size when the model is fixed-size (its constructor takes ``img_size``) and fed at that
+size as built at its default size when it is not. Models above 40M parameters run only with
+``-m slow`` (their families have smaller members in the default sweep), which also runs
+every model at its full default size.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from beyond_attention import create_model, get_model_config, list_models
 from beyond_attention.models import example_input
 
 IMAGE_TASKS = ("image_classification", "semantic_segmentation")
+POINT_TASKS = ("pointcloud_classification", "pointcloud_part_segmentation")
+SMALL_POINTS = 48
+# Point models whose neighbour embedding samples 512 centres by default: a small sampler.
+POINT_SMALL = {"pct": {"samples": (32, 16), "k": 8}, "pct_ea": {"samples": (32, 16), "k": 8}}
 
 SMALL = 32
 BATCH = 2
@@ -45,6 +51,11 @@ def _sweep_setup(name: str, full: bool = False) -> tuple[dict, dict]:
     """(create_model kwargs, example_input kwargs) for the sweep of ``name``."""
     config = get_model_config(name)
     kwargs: dict = {"num_classes": NUM_CLASSES}
+    if config.task in POINT_TASKS:
+        if full:
+            return kwargs, {}
+        return {**kwargs, **POINT_SMALL.get(name, {})}, {"num_points": SMALL_POINTS}
+    assert config.task in IMAGE_TASKS, f"{name}: task {config.task} not covered by the sweep"
     if full or config.task not in IMAGE_TASKS or max(config.input_size[1:]) <= SMALL:
         return kwargs, {}
     if config.fixed_input_size:

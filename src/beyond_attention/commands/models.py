@@ -21,7 +21,13 @@ import torch
 from torch import nn
 
 from ..flops import count
-from ..models._registry import create_model, get_model_config, list_models
+from ..models._registry import (
+    POINTCLOUD_TASKS,
+    create_model,
+    example_input,
+    get_model_config,
+    list_models,
+)
 from ..tables import format_table as _format_table
 
 NOT_COUNTED = "softmax, normalisation and elementwise ops are not counted"
@@ -75,7 +81,11 @@ def measure(name: str, flops: bool = True) -> dict[str, Any]:
         model, on_meta = _build(name)
         row["fixed_input_size"] = bool(getattr(model, "fixed_input_size", False))
         row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
-        if flops:
+        if flops and config.task in POINTCLOUD_TASKS:  # (1, 3, N) real points, one pass
+            model = create_model(name).eval()
+            with torch.no_grad():
+                row["gmacs"] = count(model, inputs=example_input(config, 1)).gmacs
+        elif flops:
             try:
                 result = count(model, config.input_size, fake=not on_meta)
             except Exception:
@@ -125,7 +135,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if r["error"]:
             out.append(f"! {r['name']}: {r['error']}")
     out.append(
-        "GMACs: multiply-accumulates (1e9) of one image at the default input size; "
+        "GMACs: multiply-accumulates (1e9) of one image (point models: one cloud of N "
+        "points) at the default input size; "
         f"matmuls, convolutions and attention are counted, {NOT_COUNTED}. "
         "'paper' columns: what the paper reports (top-1 on ImageNet-1k)."
     )

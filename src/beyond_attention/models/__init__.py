@@ -1,6 +1,6 @@
 """Models by name: importing this package registers every family with the registry."""
 
-from . import eamlp, eanet, lambda_resnet, lavit, resnet, vit  # noqa: F401
+from . import eamlp, eanet, lambda_resnet, lavit, pct, resnet, vit  # noqa: F401
 from ._registry import (
     TASKS,
     ModelConfig,

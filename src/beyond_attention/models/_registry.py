@@ -75,7 +75,7 @@ class ModelConfig:
 
     name: str
     task: str = "image_classification"
-    input_size: tuple[int, int, int] = (3, 224, 224)
+    input_size: tuple[int, ...] = (3, 224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
@@ -126,7 +126,8 @@ def register(
     **config: Any,
 ) -> None:
     """Register ``name``: ``create_model(name, **kw)`` calls
-    ``builder(num_classes=, in_chans=, img_size=, drop_path_rate=, **{**defaults, **kw})``.
+    ``builder(num_classes=, in_chans=, img_size=, drop_path_rate=, **{**defaults, **kw})``
+    (without ``img_size`` for a point-cloud ``task``, whose ``input_size`` is ``(3, N)``).
 
     ``defaults`` are the arguments that make this model (depths, widths, ...); ``config``
     the :class:`ModelConfig` fields (input size, paper, reported figures, notes).
@@ -134,19 +135,22 @@ def register(
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     fixed = dict(defaults or {})
+    model_config = ModelConfig(name=name, **config)
+    points = model_config.task in POINTCLOUD_TASKS
 
     def fn(
-        num_classes: int, in_chans: int, img_size: tuple[int, int], drop_path_rate: float,
-        **kwargs: Any,
+        num_classes: int, in_chans: int, img_size: tuple[int, int] | None = None,
+        drop_path_rate: float = 0.0, **kwargs: Any,
     ) -> nn.Module:
+        sized = {} if points else {"img_size": img_size}
         return builder(
-            num_classes=num_classes, in_chans=in_chans, img_size=img_size,
-            drop_path_rate=drop_path_rate, **{**fixed, **kwargs},
+            num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate,
+            **sized, **{**fixed, **kwargs},
         )
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{name}: {getattr(builder, '__name__', builder)} with {fixed}"
-    _MODELS[name] = (fn, ModelConfig(name=name, **config))
+    _MODELS[name] = (fn, model_config)
 
 
 def _lookup(name: str) -> tuple[ModelFn, ModelConfig]:

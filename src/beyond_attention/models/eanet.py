@@ -23,23 +23,31 @@ convolution; ``num_features`` is the channel count of the head's last map (256).
 
 Registered: ``eanet_resnet50`` and ``eanet_resnet101`` (the paper's network), both for
 ADE20K (150 classes) at 512x512 by default; any size works (the model is not fixed-size).
+``eanet_resnet26_small`` (a narrow dilated ResNet-26, 128x128, 11 classes: the Fashion-MNIST
+composite's 10 items + background) with the EA head, and the same network with an SDPA
+head (``eanet_resnet26_small_sdpa``) and without a mixer (``eanet_resnet26_small_noattn``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..layers.external_attention import ExternalAttentionBlock2d
+from ..layers.norms import BatchNorm2d
+from ..layers.self_attention import SelfAttention
 from ._contract import ClassifierMixin, check_num_classes
 from ._registry import EXTERNAL_ATTENTION, register
 from .resnet import ResNet, StemType
 
-__all__ = ["ConvBNReLU", "EANet"]
+__all__ = ["ConvBNReLU", "EANet", "SelfAttentionBlock2d", "make_head_mixer"]
+
+HeadMixer = Literal["external", "self", "none"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -53,6 +61,38 @@ class ConvBNReLU(nn.Sequential):
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
         self.act = nn.ReLU(inplace=True)
+
+
+class SelfAttentionBlock2d(nn.Module):
+    """The EA block's residual form with scaled dot-product self-attention as the mixer
+    (the comparison head): ``relu(x + BN(conv1x1(SA(conv1x1(x) as tokens))))``.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W); quadratic in H * W.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.attn = SelfAttention(channels, num_heads=num_heads)
+        self.conv2 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = rearrange(self.conv1(x), "b c h w -> b (h w) c")
+        y = rearrange(self.attn(tokens), "b (h w) c -> b c h w", h=h, w=w)
+        return F.relu(x + self.norm(self.conv2(y)))
+
+
+def make_head_mixer(kind: HeadMixer, channels: int, memory_size: int) -> nn.Module:
+    """The head's mixer: ``"external"`` (EANet), ``"self"`` (SDPA) or ``"none"``."""
+    if kind == "external":
+        return ExternalAttentionBlock2d(channels, memory_size)
+    if kind == "self":
+        return SelfAttentionBlock2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"head_mixer must be 'external', 'self' or 'none', got {kind!r}")
 
 
 class EANet(ClassifierMixin, nn.Module):
@@ -69,6 +109,10 @@ class EANet(ClassifierMixin, nn.Module):
         stem_width: backbone stem width (the deep stem outputs twice this).
         memory_size: S, slots of the external memories (paper: 64).
         head_width: channels of the EA block (paper: 512).
+        head_mixer: the head's mixer between its two convolutions, kept under the name
+            ``ea``: ``"external"`` (the paper's EA block), ``"self"`` (the same residual
+            block with SDPA self-attention, :class:`SelfAttentionBlock2d`) or ``"none"``
+            (identity), for comparisons that change the mixer and nothing else.
         head_out: channels before the classifier (paper: 256).
         dropout: Dropout2d rate before the classifier (paper: 0.1).
         stem_type: backbone stem, ``"deep"`` as in the authors' code.
@@ -105,6 +149,7 @@ class EANet(ClassifierMixin, nn.Module):
         drop_path_rate: float = 0.0,
         zero_init_last: bool = True,
         align_corners: bool = True,
+        head_mixer: HeadMixer = "external",
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16):
@@ -129,7 +174,7 @@ class EANet(ClassifierMixin, nn.Module):
         self.align_corners = align_corners
         self.feature_info = self.backbone.feature_info
         self.conv0 = ConvBNReLU(self.backbone.num_features, head_width, 3)
-        self.ea = ExternalAttentionBlock2d(head_width, memory_size)
+        self.ea = make_head_mixer(head_mixer, head_width, memory_size)
         self.conv1 = ConvBNReLU(head_width, head_out, 3)
         self.drop = nn.Dropout2d(dropout)
         self.num_features = head_out
@@ -215,3 +260,21 @@ register("eanet_resnet101", EANet, dict(layers=(3, 4, 23, 3)), **_EANET_CONFIG,
          "ADE20K val 45.33 mIoU, Cityscapes val 81.7 mIoU (EA paper, Guo et al., "
          "arXiv:2105.02358). Returns per-pixel logits at the input size.",
          extra={"reported_miou": {"ade20k": 45.33, "cityscapes": 81.7}})
+
+# Small networks for the offline segmentation set (Fashion-MNIST items on a 128 px canvas):
+# dilated ResNet-26 (2, 2, 2, 2) at half width (c5: 1024 channels), EA head at 128 channels.
+_SMALL = dict(layers=(2, 2, 2, 2), widths=(32, 64, 128, 256), stem_width=32, head_width=128,
+              head_out=64, memory_size=32, multi_grid=(1, 2))
+_SMALL_CONFIG: dict[str, Any] = dict(
+    task="semantic_segmentation", input_size=(3, 128, 128), num_classes=11,
+    dataset="fashion-mnist-composite", paper=EXTERNAL_ATTENTION,
+)
+register("eanet_resnet26_small", EANet, _SMALL, **_SMALL_CONFIG,
+         notes="Small EANet: narrow dilated ResNet-26 (output stride 8) + EA head (S=32) at "
+         "128 channels, for 64-128 px inputs.")
+register("eanet_resnet26_small_sdpa", EANet, {**_SMALL, "head_mixer": "self"}, **_SMALL_CONFIG,
+         notes="eanet_resnet26_small with SDPA self-attention (8 heads) in place of the EA "
+         "block; quadratic in the feature-map size.")
+register("eanet_resnet26_small_noattn", EANet, {**_SMALL, "head_mixer": "none"},
+         **_SMALL_CONFIG, notes="eanet_resnet26_small without a mixer in the head (the two "
+         "convolutions only).")

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers._validate import check_tensor
 from ..layers.offset_attention import (
     ExternalAttentionPoints,
     OffsetAttention,
@@ -55,7 +56,7 @@ from ..layers.offset_attention import (
     check_point_features,
 )
 from ..layers.points import check_points, sample_and_group
-from ._registry import EXTERNAL_ATTENTION, Paper, register_model
+from ._registry import EXTERNAL_ATTENTION, Paper, register
 
 __all__ = [
     "PCT",
@@ -79,6 +80,7 @@ def lbr(in_chs: int, out_chs: int, dims: int = 1) -> nn.Sequential:
 
 def _check_input(x: torch.Tensor, in_chans: int, min_points: int) -> torch.Tensor:
     """Check a (B, in_chans, N) cloud; return its coordinates (B, N, 3)."""
+    check_tensor(x, "x", f"(B, {in_chans}, N)")
     check_point_features(x, in_chans)
     xyz = x[:, :3].transpose(1, 2)
     check_points(xyz, "x", min_points=min_points)
@@ -216,6 +218,8 @@ class PointCloudTransformer(nn.Module):
     Shapes: (B, in_chans, N) -> (B, num_classes). The neighbour embedding needs N >= 512.
     """
 
+    fixed_input_size = False  # any number of points (see min_points)
+
     def __init__(
         self,
         num_classes: int = 40,
@@ -330,6 +334,8 @@ class PointCloudTransformerSeg(nn.Module):
     information). Shapes: (B, in_chans, N) -> per-point logits (B, num_classes, N).
     """
 
+    fixed_input_size = False  # any number of points
+
     def __init__(
         self,
         num_classes: int = 50,
@@ -436,97 +442,49 @@ def _check_common(drop_path_rate: float) -> None:
                          f"{drop_path_rate}")
 
 
-# Registered models. ``img_size`` is accepted for the registry's signature and ignored:
-# the networks take any number of points (at least 512 with the neighbour embedding).
-# ``input_size`` is (3, 1, N) while the registry's configs are (C, H, W); the input itself
-# is (B, 3, N), and ``extra["task"]`` names the task.
-def _cls(**config: Any) -> dict[str, Any]:
-    """A fresh config dict for a classification network (no dict shared between models)."""
-    return dict(input_size=(3, 1, 1024), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                num_classes=40, dataset="modelnet40",
-                extra={"task": "pointcloud_classification", "num_points": 1024}, **config)
-
-
-def _seg(**extra: Any) -> dict[str, Any]:
-    """A fresh config dict for a part-segmentation network."""
-    return dict(input_size=(3, 1, 2048), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                num_classes=50, dataset="shapenet-part",
-                extra={"task": "pointcloud_part_segmentation", "num_points": 2048,
-                       "num_categories": 16, **extra})
-
-
-@register_model(
-    **_cls(), paper=PCT, reported_params_m=2.88, reported_top1=93.2,
-    notes="PCT: neighbour embedding + 4 offset-attention layers. 2.88M parameters and "
-    "93.2% ModelNet40 overall accuracy reported; pooling='max' reproduces the count.",
-)
-def pct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
-        drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformer:
-    """PCT (neighbour embedding + offset-attention), ModelNet40's 40 classes."""
+# Registered models: the table style of the other families. The networks take any number
+# of points (at least max(samples[0], k) with the neighbour embedding: 512 by default).
+def _classifier(num_classes: int = 40, in_chans: int = 3, drop_path_rate: float = 0.0,
+                **kwargs: Any) -> PointCloudTransformer:
+    """Builder of the registered classification networks."""
     _check_common(drop_path_rate)
-    return PointCloudTransformer(num_classes, in_chans, embedding="neighbour", mixer="offset",
-                                 **kwargs)
+    return PointCloudTransformer(num_classes, in_chans, **kwargs)
 
 
-@register_model(
-    **_cls(), paper=EXTERNAL_ATTENTION,
-    notes="PCT with external attention (S=64) in place of offset-attention, as in the EA "
-    "paper's point-cloud experiments; linear in the number of points.",
-)
-def pct_ea(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
-           drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformer:
-    """PCT with external attention (neighbour embedding + 4 EA layers)."""
+def _part_segmenter(num_classes: int = 50, in_chans: int = 3, drop_path_rate: float = 0.0,
+                    **kwargs: Any) -> PointCloudTransformerSeg:
+    """Builder of the registered part-segmentation networks."""
     _check_common(drop_path_rate)
-    return PointCloudTransformer(num_classes, in_chans, embedding="neighbour",
-                                 mixer="external", **kwargs)
+    return PointCloudTransformerSeg(num_classes, in_chans, **kwargs)
 
 
-@register_model(
-    **_cls(), paper=PCT, reported_params_m=1.36, reported_top1=92.0,
-    notes="Simple PCT: point embedding + 4 offset-attention layers (1.36M parameters "
-    "reported; pooling='max' reproduces it).",
-)
-def spct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
-         drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformer:
-    """SPCT: point embedding + offset-attention."""
-    _check_common(drop_path_rate)
-    return PointCloudTransformer(num_classes, in_chans, embedding="point", mixer="offset",
-                                 **kwargs)
+_CLS = dict(task="pointcloud_classification", input_size=(3, 1024), mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0), num_classes=40, dataset="modelnet40")
+_SEG = dict(task="pointcloud_part_segmentation", input_size=(3, 2048), mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0), num_classes=50, dataset="shapenet-part")
 
-
-@register_model(
-    **_cls(), paper=PCT, reported_params_m=1.36, reported_top1=91.0,
-    notes="Naive PCT: point embedding + 4 scaled dot-product self-attention layers "
-    "(1.36M parameters reported; pooling='max' reproduces it).",
-)
-def npct(num_classes: int = 40, in_chans: int = 3, img_size: Any = None,
-         drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformer:
-    """NPCT: point embedding + self-attention."""
-    _check_common(drop_path_rate)
-    return PointCloudTransformer(num_classes, in_chans, embedding="point", mixer="self",
-                                 **kwargs)
-
-
-@register_model(
-    **_seg(reported_miou={"shapenet-part": 86.4}), paper=PCT,
-    notes="PCT part segmentation: point embedding + 4 offset-attention layers, per-point "
-    "features with max/mean global features and the object category; 86.4 instance mIoU on "
-    "ShapeNet-Part reported. forward(x, category=None).",
-)
-def pct_partseg(num_classes: int = 50, in_chans: int = 3, img_size: Any = None,
-                drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformerSeg:
-    """PCT part segmentation (offset-attention), ShapeNet-Part's 50 parts, 16 categories."""
-    _check_common(drop_path_rate)
-    return PointCloudTransformerSeg(num_classes, in_chans, mixer="offset", **kwargs)
-
-
-@register_model(
-    **_seg(), paper=EXTERNAL_ATTENTION,
-    notes="PCT part segmentation with external attention (S=64) in place of "
-    "offset-attention. forward(x, category=None).",
-)
-def pct_ea_partseg(num_classes: int = 50, in_chans: int = 3, img_size: Any = None,
-                   drop_path_rate: float = 0.0, **kwargs: Any) -> PointCloudTransformerSeg:
-    """PCT part segmentation with external attention, 50 parts, 16 categories."""
-    _check_common(drop_path_rate)
-    return PointCloudTransformerSeg(num_classes, in_chans, mixer="external", **kwargs)
+register("pct", _classifier, dict(embedding="neighbour", mixer="offset"), **_CLS, paper=PCT,
+         reported_params_m=2.88, reported_top1=93.2,
+         notes="PCT: neighbour embedding + 4 offset-attention layers. 2.88M parameters and "
+         "93.2% ModelNet40 overall accuracy reported; pooling='max' reproduces the count.")
+register("pct_ea", _classifier, dict(embedding="neighbour", mixer="external"), **_CLS,
+         paper=EXTERNAL_ATTENTION,
+         notes="PCT with external attention (S=64) in place of offset-attention, as in the EA "
+         "paper's point-cloud experiments; linear in the number of points.")
+register("spct", _classifier, dict(embedding="point", mixer="offset"), **_CLS, paper=PCT,
+         reported_params_m=1.36, reported_top1=92.0,
+         notes="Simple PCT: point embedding + 4 offset-attention layers (1.36M parameters "
+         "reported; pooling='max' reproduces it).")
+register("npct", _classifier, dict(embedding="point", mixer="self"), **_CLS, paper=PCT,
+         reported_params_m=1.36, reported_top1=91.0,
+         notes="Naive PCT: point embedding + 4 scaled dot-product self-attention layers "
+         "(1.36M parameters reported; pooling='max' reproduces it).")
+register("pct_partseg", _part_segmenter, dict(mixer="offset"), **_SEG, paper=PCT,
+         extra={"num_categories": 16, "reported_miou": {"shapenet-part": 86.4}},
+         notes="PCT part segmentation: point embedding + 4 offset-attention layers, per-point "
+         "features with max/mean global features and the object category; 86.4 instance mIoU "
+         "on ShapeNet-Part reported. forward(x, category=None).")
+register("pct_ea_partseg", _part_segmenter, dict(mixer="external"), **_SEG,
+         paper=EXTERNAL_ATTENTION, extra={"num_categories": 16},
+         notes="PCT part segmentation with external attention (S=64) in place of "
+         "offset-attention. forward(x, category=None).")

@@ -75,7 +75,8 @@ def model_metadata(model_name: str, num_classes: int, in_chans: int, img_size: t
                    mean: Any, std: Any, classes: list[str], *,
                    model_kwargs: dict[str, Any] | None = None, data: str | None = None,
                    dataset: str | None = None, val_split: str | None = None,
-                   decode_size: int | None = None) -> dict[str, Any]:
+                   decode_size: int | None = None,
+                   task: str = "image_classification") -> dict[str, Any]:
     """The metadata stored with model weights: what inference needs and nothing else.
 
     ``model``, ``model_kwargs`` (extra ``create_model`` keywords), ``num_classes``,
@@ -83,13 +84,14 @@ def model_metadata(model_name: str, num_classes: int, in_chans: int, img_size: t
     and ``std`` normalise its inputs; ``decode_size`` is the size images were decoded at
     (shorter side resized, centre crop; None: as stored); ``data``, ``dataset`` and
     ``val_split`` say where the run validated, so evaluation can default to them;
-    ``version`` is the library's. Checkpoints written before these keys existed lack them;
+    ``task`` is the model config's (``ModelConfig.task``); ``version`` is the library's.
+    Checkpoints written before these keys existed lack them;
     readers treat a missing key as unknown.
     """
     from .. import __version__
 
     return {
-        "format": FORMAT, "version": __version__, "model": model_name,
+        "format": FORMAT, "version": __version__, "model": model_name, "task": task,
         "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
         "in_chans": in_chans, "img_size": list(img_size), "mean": list(mean),
         "std": list(std), "classes": classes, "decode_size": decode_size, "data": data,

@@ -53,6 +53,7 @@ from .interrupt import StopOnSigint, TrainingInterrupted
 from .optim import ModelEma, build_optimizer, lr_at
 from .resume_check import changed_settings, validate_record
 from .run_dir import clear_run, fresh_dir, refuse_existing, run_files
+from .tasks import model_task
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "amp_dtype", "build_model", "evaluate",
            "norm_stats", "soft_cross_entropy", "step_seed", "train"]
@@ -294,7 +295,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
         train_set.classes, model_kwargs=cfg.model_kwargs,
         data=str(Path(train_set.source).resolve()) if train_set.source else cfg.data,
         dataset=cfg.dataset, val_split=val_set.split if val_set is not None else None,
-        decode_size=cfg.img_size)
+        decode_size=cfg.img_size, task=model_task(model))
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     dtype = amp_dtype(cfg.amp, device)
 
