@@ -477,7 +477,7 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                 _save_last(run, state, epoch, i + 1, step + 1, reduced)
         if on_step is not None:
             on_step(step + 1)
-        if spent:
+        if spent or run.clock.expired():
             break
     run.clock.pause()
     _budget_spent(run, state)
