@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "beyond_attention.commands.evaluate",
         "evaluate a checkpoint: top-1, top-5, per-class accuracy",
     ),
+    "study": ("beyond_attention.commands.study",
+              "train every mixer in one backbone at an equal wall-clock budget"),
 }
 
 
