@@ -48,6 +48,7 @@ def test_study_runs_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, capsys,
     summary = json.loads((tmp_path / "study.json").read_text())
     assert summary["rows"][0]["seeds"] == 2
     assert "mixer-feedforward" in (tmp_path / "study.md").read_text()
+    assert (tmp_path / "study.png").stat().st_size > 0
 
     import beyond_attention.train as train_pkg
 

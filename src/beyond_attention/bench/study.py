@@ -26,7 +26,7 @@ from typing import Any
 from ..io import atomic_write_json
 from ..tables import format_table
 
-__all__ = ["BACKBONE", "MIXERS", "PAPER_MODELS", "StudyEntry", "entries", "run_study",
+__all__ = ["BACKBONE", "MIXERS", "PAPER_MODELS", "StudyEntry", "entries", "plot", "run_study",
            "summarise"]
 
 BACKBONE = "vit_tiny_cifar"
@@ -126,3 +126,28 @@ def summarise(results: Sequence[dict[str, Any]],
           f"{r['params'] / 1e6:.3f}", "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}",
           f"{r['images_per_s']:.0f}"] for r in rows], markdown=True)
     return rows, table
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Top-1 (mean, with the std as error bar) against training images/s, written to
+    ``path`` (PNG); False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.errorbar(r["images_per_s"], r["top1_mean"], yerr=r["top1_std"], fmt="o")
+        ax.annotate(r["entry"], (r["images_per_s"], r["top1_mean"]), fontsize=7)
+    ax.set_xlabel("training images/s")
+    ax.set_ylabel("top-1 (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.study import entries, run_study, summarise
+from ..bench.study import entries, plot, run_study, summarise
 from ..io import atomic_write_bytes, atomic_write_json
 from ..train.config import count_or_all
 
@@ -48,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
                                            "runs": results})
     atomic_write_bytes(out / "study.md", (f"# Mixer study, {args.budget_minutes:g} minutes "
                                           f"a run\n\n{table}\n").encode())
+    plot(rows, out / "study.png")
     print(table)
     return 0
