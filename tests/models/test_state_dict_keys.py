@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import beyond_attention.models  # noqa: F401  (every family, whatever ran before)
-import beyond_attention.models.pct  # noqa: F401  (the point-cloud family)
 from beyond_attention import create_model, list_models
 from beyond_attention.layers import MIXER_NAMES
 
