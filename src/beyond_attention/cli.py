@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "beyond_attention.commands.viz",
         "attention, memory-slot and lambda maps as pictures; attention saturation",
     ),
+    "study": ("beyond_attention.commands.study",
+              "train every mixer in one backbone at an equal wall-clock budget"),
 }
 
 

@@ -117,6 +117,30 @@ class Normalize(nn.Module):
         return self.norm(to_float(images, self.size))
 
 
+#: A file of this name in an image folder's root marks data whose labels a horizontal
+#: flip would change (digits, letters, signs); its training then flips nothing by default.
+NO_HFLIP_MARKER = "NO_HFLIP"
+
+
+def default_hflip(channels: int, source: str = "", extra: dict | None = None,
+                  recipe_hflip: float | None = None) -> float:
+    """The horizontal-flip probability a run uses when none is given.
+
+    A mirrored digit or letter is not the same class, and Fashion-MNIST has asymmetric
+    items too, so flips are off (0.0) for grayscale data (the 28x28 IDX sets and grey
+    folders), for data whose ``extra["hflip"]`` is False, and for folders holding a
+    :data:`NO_HFLIP_MARKER` file. Otherwise the model's recipe value, else 0.5.
+    """
+    from pathlib import Path
+
+    if channels == 1 or (extra or {}).get("hflip") is False:
+        return 0.0
+    root = Path(source) if source else None
+    if root is not None and root.is_dir() and (root / NO_HFLIP_MARKER).exists():
+        return 0.0
+    return 0.5 if recipe_hflip is None else float(recipe_hflip)
+
+
 class TrainAugment(nn.Module):
     """The training transform: uint8 batch and labels -> augmented, normalised batch and targets.
 

@@ -88,6 +88,8 @@ def setting(default: Any = None, *, help: str, group: str, flag: str | None = No
 
 
 _DATA, _OPT, _AUG, _RUN = "model and data", "optimisation", "augmentation", "run"
+# Settings left unset take the model's recipe (ModelConfig.recipe), else this value.
+_RECIPE = "the model's recipe, else "
 
 
 @dataclass
@@ -138,18 +140,33 @@ class TrainConfig:
 
     # -- optimisation
     epochs: int = setting(1, group=_OPT, help="training epochs")
+    budget_minutes: float | None = setting(
+        None, group=_OPT, type=float, metavar="M", shown_default="off: train by epochs",
+        help="train for M minutes of training time instead of --epochs (data loading and "
+             "evaluation excluded): warm-up (the first 5%) and cosine are laid over M "
+             "minutes, training stops at M, then the model is evaluated. Gives up bitwise "
+             "reproducibility: the steps that fit depend on the machine's speed, and a "
+             "resumed budget run continues the schedule from its recorded training time")
     batch_size: int = setting(128, group=_OPT,
                               help="global batch size (split across processes under torchrun)")
     eval_batch_size: int | None = setting(None, group=_OPT, type=int,
                                           shown_default="twice the per-process batch",
                                           help="validation batch size per process")
-    lr: float = setting(2e-3, group=_OPT, help="peak AdamW learning rate")
+    lr: float | None = setting(None, group=_OPT, type=float, shown_default=_RECIPE + "2e-3",
+                               help="peak AdamW learning rate")
     min_lr: float = setting(1e-5, group=_OPT, help="final cosine learning rate")
-    weight_decay: float = setting(0.05, group=_OPT, help="AdamW weight decay")
-    warmup: float = setting(0.2, group=_OPT, help="warm-up epochs (float)")
+    weight_decay: float | None = setting(None, group=_OPT, type=float,
+                                         shown_default=_RECIPE + "0.05",
+                                         help="AdamW weight decay")
+    warmup: float | None = setting(None, group=_OPT, type=float, shown_default=_RECIPE + "0.2",
+                                   help="warm-up epochs (float)")
     clip_grad: float = setting(1.0, group=_OPT, help="gradient-norm clip (0: off)")
-    label_smoothing: float = setting(0.1, group=_OPT, help="label smoothing of the targets")
-    drop_path: float = setting(0.0, group=_OPT, help="stochastic depth rate")
+    label_smoothing: float | None = setting(None, group=_OPT, type=float,
+                                            shown_default=_RECIPE + "0.1",
+                                            help="label smoothing of the targets")
+    drop_path: float | None = setting(None, group=_OPT, type=float,
+                                      shown_default=_RECIPE + "0.0",
+                                      help="stochastic depth rate")
     ema: float = setting(0.0, group=_OPT, nargs="?", const=0.999, metavar="DECAY",
                          help="keep an EMA of the weights (decay 0.999 if no value; 0: off); "
                               "validation and best.safetensors use it")
@@ -163,7 +180,11 @@ class TrainConfig:
 
     # -- augmentation
     crop_padding: int = setting(4, group=_AUG, help="random crop with this zero padding (0: off)")
-    hflip: float = setting(0.5, group=_AUG, help="horizontal flip probability")
+    hflip: float | None = setting(
+        None, group=_AUG, type=float, metavar="P",
+        shown_default="the model's recipe, else 0.5; 0 for grayscale data (digits, "
+                      "Fashion-MNIST) and folders marked no-flip",
+        help="horizontal flip probability (0: off)")
     randaugment: tuple[int, int] | None = setting(
         None, group=_AUG, type=int_pair, nargs="?", const=(2, 9), metavar="N,M",
         exclusive="policy", shown_default="off",

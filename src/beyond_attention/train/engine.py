@@ -17,6 +17,7 @@ augmentations and reaches the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -35,8 +36,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import BatchLoader, ImageDataset, Normalize, TrainAugment, find_dataset
+from ..data.augment import default_hflip
 from ..io import atomic_write_json
+from . import budget as budget_mod
 from . import distributed as D
+from . import recipe as recipe_mod
 from .checkpoint import (
     CheckpointError,
     check_model_name,
@@ -246,6 +250,7 @@ class Run:
     watch: LossWatch | None = None
     stop: StopOnSigint | None = None
     last_saved: Path | None = None
+    clock: budget_mod.TrainingClock | None = None
 
     def eval_model(self) -> nn.Module:
         """The weights validation and ``best.safetensors`` use: the EMA when kept."""
@@ -253,6 +258,8 @@ class Run:
 
 
 def _check(cfg: TrainConfig, info: D.DistInfo) -> None:
+    if cfg.budget_minutes is not None and not cfg.budget_minutes > 0:
+        raise ValueError(f"budget_minutes must be positive, got {cfg.budget_minutes}")
     if cfg.epochs <= 0 or cfg.batch_size <= 0:
         raise UsageError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, "
                          f"{cfg.batch_size}")
@@ -281,6 +288,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     if not info.is_main:
         train_set, val_set = _load_data(cfg)
     img_size = (cfg.img_size, cfg.img_size) if cfg.img_size else train_set.image_size
+    cfg = _with_hflip(cfg, train_set)
     cache = train_set.extra.get("cache")
     _log(f"data: {train_set!r}" + (f", val {val_set!r}" if val_set is not None else "")
          + f"; loaded in {time.perf_counter() - t_data:.1f} s"
@@ -347,11 +355,52 @@ def _log_dropped(loader: BatchLoader, cfg: TrainConfig, info: D.DistInfo) -> Non
         _log(f"note: the last partial batch drops {n} of the {len(loader.dataset)} training "
              f"images each epoch (batch {cfg.batch_size}); the epoch's permutation changes, so "
              f"other images are left out each time", info, cfg.quiet)
+def _with_hflip(cfg: TrainConfig, data: ImageDataset) -> TrainConfig:
+    """``cfg`` with the flip probability decided (see :func:`default_hflip`)."""
+    if cfg.hflip is not None:
+        return cfg
+    hflip = default_hflip(data.channels, data.source, data.extra,
+                          recipe_mod.model_recipe(cfg.model).get("hflip"))
+    return dataclasses.replace(cfg, hflip=hflip)
 
 
 def _fresh_state() -> dict[str, Any]:
     return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_top1": None,
-            "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0]}
+            "train_seconds": 0.0, "sums": [0.0, 0.0, 0.0], "training_seconds": 0.0}
+
+
+def _lr(run: Run, step: int) -> float:
+    """The learning rate of ``step``: over time in a budget run, else over steps."""
+    cfg = run.cfg
+    if cfg.budget_minutes is not None:
+        return run.clock.lr(cfg.lr, cfg.min_lr)
+    return lr_at(step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+
+
+def _budget_spent(run: Run, state: dict[str, Any]) -> bool:
+    """Record the training time so far; True once a budget run's time is up."""
+    state["training_seconds"] = run.clock.elapsed()
+    return run.clock.expired()
+
+
+def _epochs(run: Run, state: dict[str, Any]):
+    """The epochs still to train: up to ``epochs``, or until a budget is spent."""
+    epoch = state["epoch"]
+    while epoch < run.cfg.epochs or run.cfg.budget_minutes is not None:
+        if run.cfg.budget_minutes is not None and run.clock.expired():
+            return
+        yield epoch
+        epoch += 1
+
+
+def _throughput(run: Run, state: dict[str, Any], steps_done: int) -> dict[str, Any]:
+    """``final.json``'s budget and throughput fields."""
+    images = steps_done * run.cfg.batch_size
+    seconds = state["training_seconds"]
+    return {"budget_minutes": run.cfg.budget_minutes, "images_seen": images,
+            "epochs_done": steps_done / max(run.steps_per_epoch, 1),
+            "training_seconds": seconds, "images_per_s": images / max(seconds, 1e-9),
+            "hflip": run.cfg.hflip}
 
 
 def _locate(cfg: TrainConfig, run: Run) -> Path | None:
@@ -425,7 +474,8 @@ def _check_resume(run: Run, ckpt: Any, path: Path) -> None:
              f"{'; '.join(allowed)}", info, cfg.quiet)
     validate_record(ckpt, path, steps_per_epoch=run.steps_per_epoch, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
-                    warmup_steps=run.warmup_steps, scaler_enabled=run.scaler.is_enabled())
+                    warmup_steps=run.warmup_steps, scaler_enabled=run.scaler.is_enabled(),
+                    budget=cfg.budget_minutes is not None)
 
 
 def _open_out(run: Run, resumed: bool, state: dict[str, Any]) -> None:
@@ -478,7 +528,7 @@ def _train_step(run: Run, step: int, images: torch.Tensor,
     logits and the learning rate."""
     cfg, optimizer = run.cfg, run.optimizer
     torch.manual_seed(step_seed(cfg.seed, run.info.rank, step))
-    lr = lr_at(step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+    lr = _lr(run, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     x, targets = run.augment(images, labels)
@@ -570,6 +620,7 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
     bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=mode != "bar", dynamic_ncols=True, leave=False)
     step = epoch * spe + start
+    run.clock.start()
     for i, (images, labels) in enumerate(run.loader.iter_from(start), start):
         if i >= spe:
             break
@@ -583,6 +634,7 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                                  torch.tensor(float(len(labels)), dtype=torch.float64,
                                               device=device)])
         seen += len(labels) * info.world_size
+        spent = _budget_spent(run, state)
         shown = (mode == "bar" and (i % 10 == 0 or i + 1 == spe)) or (
             mode == "lines" and (i + 1) % cfg.log_every == 0 and i + 1 < spe)
         if mode == "bar":
@@ -610,6 +662,10 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                 _save_last(run, state, epoch, i + 1, step + 1, reduced)
         if on_step is not None:
             on_step(step + 1)
+        if spent or run.clock.expired():
+            break
+    run.clock.pause()
+    _budget_spent(run, state)
     bar.close()
     seconds = time.perf_counter() - t_epoch
     reduced = D.all_reduce_sum(sums, info)
@@ -630,7 +686,7 @@ def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any
         "train_top1": 100 * correct / max(n, 1), "val_loss": val.get("loss"),
         "val_top1": val.get("top1"), "val_top5": val.get("top5"),
         "val_top5_k": val.get("top5_k"), "val_count": val.get("count"),
-        "lr": lr_at(stats["step"], run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr),
+        "lr": _lr(run, stats["step"]),
         "images_per_s": stats["seen"] / max(stats["seconds"], 1e-9), "seconds": seconds,
         "steps": (epoch + 1) * spe,
     }
@@ -690,6 +746,7 @@ def train(cfg: TrainConfig, on_step: StepHook | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict[str, Any]:
     t_start = time.perf_counter()
+    cfg = recipe_mod.resolve(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _check(cfg, info)
@@ -700,11 +757,12 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
     if resume_path is not None:
         _resume(run, resume_path, state)
         run.last_saved = resume_path
-        if state["epoch"] >= cfg.epochs:
-            _log(f"the run in {run.out} is already complete ({state['epoch']} epochs)", info,
-                 cfg.quiet)
-            final_path = run.out / "final.json"
-            return json.loads(final_path.read_text()) if final_path.is_file() else {}
+    run.clock = budget_mod.TrainingClock(cfg.budget_minutes, state["training_seconds"])
+    if resume_path is not None and not any(True for _ in _epochs(run, state)):
+        _log(f"the run in {run.out} is already complete ({state['epoch']} epochs)", info,
+             cfg.quiet)
+        final_path = run.out / "final.json"
+        return json.loads(final_path.read_text()) if final_path.is_file() else {}
     _open_out(run, resume_path is not None, state)
     _log(f"model {cfg.model}: {run.n_params / 1e6:.3f}M parameters; {run.steps_per_epoch} "
          f"steps/epoch x {cfg.epochs} epochs, batch {cfg.batch_size} on {info.world_size} x "
@@ -716,10 +774,12 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
 
     run.watch = LossWatch(run.device)
     val: dict[str, Any] = {}
+    steps_done = state["global_step"]
     with StopOnSigint(announce=info.is_main) as run.stop:
-        for epoch in range(state["epoch"], cfg.epochs):
+        for epoch in _epochs(run, state):
             t_epoch = time.perf_counter()
             stats = train_one_epoch(run, state, epoch, on_step)
+            steps_done = stats["step"] + 1
             val = {} if run.val_loader is None else evaluate(
                 run.eval_model(), run.val_loader, run.normalize, run.device,
                 run.train_set.num_classes, run.dtype, info)
@@ -729,7 +789,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
                 raise TrainingInterrupted(run.out / "last.json",
                                           (epoch + 1) * run.steps_per_epoch)
 
-    final = _final(run, state, val, t_start)
+    final = {**_final(run, state, val, t_start), **_throughput(run, state, steps_done)}
     if info.is_main:
         atomic_write_json(run.out / "final.json", final)
         _log(f"done: {run.out / 'final.json'}", info, cfg.quiet)

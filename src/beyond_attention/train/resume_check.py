@@ -54,7 +54,7 @@ def _is_num(v: Any) -> bool:
 
 def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int, epochs: int,
                     batch_size: int, lr: float, min_lr: float, warmup_steps: int,
-                    scaler_enabled: bool) -> None:
+                    scaler_enabled: bool, budget: bool = False) -> None:
     """Check the record of a loaded checkpoint; raise :class:`CheckpointError` listing
     every problem found.
 
@@ -66,6 +66,9 @@ def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int,
         lr, min_lr, warmup_steps: the schedule, to check the saved learning rate.
         scaler_enabled: float16 loss scaling may skip steps, so AdamW's step count may
             then lag the global step.
+        budget: a wall-clock budget run: its length is set by time, not by ``epochs``, and
+            its learning rate by the training seconds, so neither bound nor the saved
+            learning rate is checked against the step schedule.
     """
     problems: list[str] = []
     info = ckpt.info
@@ -75,6 +78,8 @@ def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int,
     state = info.get("state")
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} has no 'state' record; it cannot be resumed")
+    if budget:  # no step bound: any count of epochs fits, the schedule follows time
+        epochs = 2**62 // max(steps_per_epoch, 1)
     total = epochs * steps_per_epoch
     epoch, in_epoch, step = (state.get(k) for k in ("epoch", "step_in_epoch", "global_step"))
     if not (_is_int(epoch) and 0 <= epoch <= epochs):
@@ -100,7 +105,7 @@ def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int,
     elif _is_int(in_epoch) and not (sums[2] == in_epoch * batch_size and 0 <= sums[1] <= sums[2]):
         problems.append(f"state.sums {sums} do not count {in_epoch} batches of {batch_size} "
                         f"images")
-    if _is_int(step) and 0 <= step <= total:
+    if _is_int(step) and 0 <= step <= total and not budget:
         problems += _optimizer_problems(ckpt, step, total, lr, min_lr, warmup_steps,
                                         scaler_enabled)
     if problems:
