@@ -82,7 +82,7 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "run_onnxruntime", lambda b, x: real(b, x) + 1e-2)
     out = tmp_path / "m.onnx"
     with pytest.raises(ExportError, match="max abs difference .* nothing written"):
-        main(["export", MODEL, "--img-size", "16", "--out", str(out)])
+        main(["--debug", "export", MODEL, "--img-size", "16", "--out", str(out)])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -90,9 +90,9 @@ def test_bad_checkpoints_get_a_clear_error_and_write_nothing(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        main(["export", str(bad)])
+        main(["--debug", "export", str(bad)])
     with pytest.raises(CheckpointError, match="does not exist"):
-        main(["export", str(tmp_path / "missing.safetensors")])
+        main(["--debug", "export", str(tmp_path / "missing.safetensors")])
     with pytest.raises(ValueError, match="unknown model name 'nosuchmodel'"):
-        main(["export", "nosuchmodel", "--out", str(tmp_path / "x.onnx")])
+        main(["--debug", "export", "nosuchmodel", "--out", str(tmp_path / "x.onnx")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
