@@ -56,6 +56,7 @@ from ..layers.offset_attention import (
     check_point_features,
 )
 from ..layers.points import check_points, sample_and_group
+from ._contract import ClassifierMixin, check_num_classes
 from ._registry import EXTERNAL_ATTENTION, Paper, register
 
 __all__ = [
@@ -194,7 +195,7 @@ def _check_pooling(pooling: str) -> None:
         raise ValueError(f"pooling must be 'max_mean' or 'max', got {pooling!r}")
 
 
-class PointCloudTransformer(nn.Module):
+class PointCloudTransformer(ClassifierMixin, nn.Module):
     """PCT classification network and its variants (see the module docstring).
 
     Args:
@@ -219,6 +220,8 @@ class PointCloudTransformer(nn.Module):
     """
 
     fixed_input_size = False  # any number of points (see min_points)
+
+    classifier_attr = "classifier"
 
     def __init__(
         self,
@@ -270,12 +273,10 @@ class PointCloudTransformer(nn.Module):
             nn.Linear(512, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2), nn.Dropout(dropout),
         )
         self.num_features = 256
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
+        self.num_classes = check_num_classes(num_classes)
+        self.classifier = self._make_classifier(self.num_classes)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if num_classes == 0:
             return nn.Identity()
         ref = next(self.head.parameters())
@@ -288,14 +289,6 @@ class PointCloudTransformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each attention layer in the backward pass."""
         self.blocks.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier with ``num_classes`` outputs (0: none), same device and dtype."""
-        self.classifier = self._make_classifier(num_classes)
-        self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, N) -> fused point features (B, fuse_dim, M), M = 256 or N."""
@@ -316,7 +309,7 @@ class PointCloudTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class PointCloudTransformerSeg(nn.Module):
+class PointCloudTransformerSeg(ClassifierMixin, nn.Module):
     """PCT's part-segmentation network, with offset-attention or EA (module docstring).
 
     Args:
@@ -335,6 +328,8 @@ class PointCloudTransformerSeg(nn.Module):
     """
 
     fixed_input_size = False  # any number of points
+
+    classifier_attr = "classifier"
 
     def __init__(
         self,
@@ -373,12 +368,10 @@ class PointCloudTransformerSeg(nn.Module):
             nn.Conv1d(512, 256, 1), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
         )
         self.num_features = 256
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
+        self.num_classes = check_num_classes(num_classes)
+        self.classifier = self._make_classifier(self.num_classes)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if num_classes == 0:
             return nn.Identity()
         ref = next(self.head.parameters())
@@ -386,12 +379,6 @@ class PointCloudTransformerSeg(nn.Module):
 
     no_weight_decay = PointCloudTransformer.no_weight_decay
     set_grad_checkpointing = PointCloudTransformer.set_grad_checkpointing
-    get_classifier = PointCloudTransformer.get_classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh per-point classifier with ``num_classes`` outputs, same device and dtype."""
-        self.classifier = self._make_classifier(num_classes)
-        self.num_classes = num_classes
 
     def _category_features(self, category: torch.Tensor | None, ref: torch.Tensor
                            ) -> torch.Tensor | None:
