@@ -29,6 +29,11 @@ def _error_line(capsys) -> str:
      "no such file or directory: {tmp}/absent.json"),
     (["bench", "models", "--from-json", "{tmp}/absent.json"], 1,
      "no such file or directory: {tmp}/absent.json"),
+    # demo's sizes are checked before any mixer is built (--dim 0 once divided by zero)
+    (["demo", "--dim", "0", "--grid", "2"], 1, "--dim must be a positive int, got 0"),
+    (["demo", "--dim", "-4", "--grid", "2"], 1, "--dim must be a positive int, got -4"),
+    (["demo", "--batch", "-1", "--grid", "2"], 1, "--batch must be a positive int, got -1"),
+    (["demo", "--batch", "0", "--grid", "2"], 1, "--batch must be a positive int, got 0"),
 ])
 def test_expected_errors_are_one_line(argv, status, shown, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)

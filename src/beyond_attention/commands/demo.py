@@ -94,7 +94,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return _format_table(headers, body)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Reject sizes no mixer can be built or run with, naming the flag."""
+    for flag, value in (("--dim", args.dim), ("--batch", args.batch)):
+        if value <= 0:
+            raise ValueError(f"{flag} must be a positive int, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     rows = []
     for grid in args.grid:
         for name in args.mixers:
