@@ -195,3 +195,33 @@ def test_bench_mixers_targets_only(tmp_path, one_thread):
     assert "--targets-only" in result["command"]
     assert list(tmp_path.glob("*.png")) == []
     assert "## Targets" in (tmp_path / "mixers.md").read_text()
+
+
+@pytest.mark.parametrize("name, input_size, shown", [
+    ("spct", [3, 1024], "1024 pts"),  # a point cloud; its head's BatchNorm needs two clouds
+    ("eanet_resnet26_small_noattn", [3, 128, 128], "128x128"),  # dense (per-pixel) logits
+])
+def test_bench_models_point_clouds_and_segmentation(name, input_size, shown, tmp_path,
+                                                     one_thread):
+    js = tmp_path / "models.json"
+    argv = ["bench", "models", name, "--quick", "--threads", "1", "--json", str(js), "--out",
+            str(tmp_path)]
+    assert main(argv) == 0
+    (row,) = json.loads(js.read_text())["models"]
+    assert row["status"] == "ok" and row["input_size"] == input_size, row
+    assert row["params"] > 0 and row["gmacs"] > 0 and row["activation_bytes_per_image"] > 0
+    assert row["infer_ms"]["median"] > 0 and row["train_img_s"] > 0
+    md = (tmp_path / "models.md").read_text()
+    assert f"| {name} | {shown} |" in md and "infer ms" in md
+
+
+def test_random_targets_follow_the_logits():
+    from beyond_attention.bench.models import random_targets
+
+    g = torch.Generator().manual_seed(0)
+    assert random_targets((4, 10), 10, g).shape == (4,)
+    dense = random_targets((2, 11, 16, 8), 11, g)
+    assert dense.shape == (2, 16, 8) and int(dense.max()) < 11 and int(dense.min()) >= 0
+    assert random_targets((2, 50, 2048), 50, g).shape == (2, 2048)
+    with pytest.raises(ValueError, match="logits must be"):
+        random_targets((4,), 10, g)

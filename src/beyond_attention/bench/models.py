@@ -1,12 +1,15 @@
 """``beyond-attention bench models``: throughput and utilisation of the registered models.
 
-For each model: parameters, GMACs per image (:func:`.counting.forward_flops`: the library's
-counter plus the FFT-based convolutions of the lambda layers),
-inference images/s (eval mode, no autograd) and training images/s (one step: forward,
-cross-entropy, backward, SGD update), and the model FLOP utilisation (MFU): the FLOP rate
-the model achieves divided by the rate of a large square matrix product measured in the
-same run on the same device and precision. Training FLOPs are taken as 3x the forward
-FLOPs (the backward computes two products per forward product), the usual convention.
+For each registered model, image or point cloud (its input is made from the model's config
+by :func:`~beyond_attention.models.example_input`): parameters, GMACs per image
+(:func:`.counting.forward_flops`: the library's counter plus the FFT-based convolutions of
+the lambda layers), the inference latency of one batch and images/s (eval mode, no
+autograd), training images/s (one step: forward, cross-entropy, backward, SGD update; the
+cross-entropy is per pixel or per point for segmentation models, whose logits are dense),
+and the model FLOP utilisation (MFU): the FLOP rate the model achieves divided by the rate
+of a large square matrix product measured in the same run on the same device and
+precision. Training FLOPs are taken as 3x the forward FLOPs (the backward computes two
+products per forward product), the usual convention.
 """
 
 from __future__ import annotations
@@ -139,9 +142,49 @@ def gemm_rate(settings: ModelSettings) -> dict[str, Any]:
     }
 
 
+def _logits(out: Any) -> torch.Tensor:
+    """The logits of a model's output (the first item of a tuple or list)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def random_targets(
+    logits_shape: torch.Size | tuple[int, ...], num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Class labels for a cross-entropy over logits of ``logits_shape``.
+
+    ``(B, K)`` logits (classification) take ``(B,)`` labels; dense logits ``(B, K, *S)``
+    (per pixel ``S = (H, W)``, per point ``S = (N,)``) take ``(B, *S)`` labels.
+    """
+    if len(logits_shape) < 2:
+        raise ValueError(f"logits must be (B, K) or (B, K, ...), got shape {tuple(logits_shape)}")
+    shape = (logits_shape[0], *logits_shape[2:])
+    return torch.randint(0, max(1, num_classes), shape, generator=generator)
+
+
+def _activation_bytes_per_image(
+    model: torch.nn.Module, cfg: Any, settings: ModelSettings, g: torch.Generator
+) -> int:
+    """Bytes one image's training forward saves for backward.
+
+    Measured on one image; a model that cannot train on one (a BatchNorm over pooled
+    features, as in the PCT heads, needs two values per channel) is measured on two and
+    the count halved (activations grow linearly with the batch).
+    """
+    from ..models._registry import example_input
+
+    x = example_input(cfg, 1, img_size=settings.img_size, generator=g).to(settings.device)
+    try:
+        return activation_bytes(model, (x,)).bytes
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            raise
+    x = example_input(cfg, 2, img_size=settings.img_size, generator=g).to(settings.device)
+    return activation_bytes(model, (x,)).bytes // 2
+
+
 def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> ModelRow:
     """Measure one registered model; failures are recorded in ``status``/``reason``."""
-    from ..models._registry import create_model
+    from ..models._registry import create_model, example_input
 
     row = ModelRow(model=name)
     dev = settings.device
@@ -149,16 +192,12 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         torch.manual_seed(settings.seed)
         model = create_model(name, img_size=settings.img_size)
         cfg = model.config
-        in_chans, h, w = (
-            cfg.input_size
-            if settings.img_size is None
-            else (cfg.input_size[0], settings.img_size, settings.img_size)
-        )
-        row.input_size = [in_chans, h, w]
+        g = torch.Generator().manual_seed(settings.seed)
+        # (1, C, H, W) for image models, (1, 3, N) for point clouds
+        x1 = example_input(cfg, 1, img_size=settings.img_size, generator=g).to(dev)
+        row.input_size = list(x1.shape[1:])
         row.params = sum(p.numel() for p in model.parameters())
         model.to(dev)
-        g = torch.Generator().manual_seed(settings.seed)
-        x1 = torch.randn(1, in_chans, h, w, generator=g).to(dev)
         fc = forward_flops(model, (x1,))
         row.gmacs = fc["flops"] / 2e9
         row.fft_gmacs = fc["fft_flops"] / 2e9
@@ -166,7 +205,7 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         row.reported_gmacs = cfg.reported_gmacs
         row.keep_null("reported_params_m", "reported_gmacs")  # recorded even when unknown
         model.train()
-        row.activation_bytes_per_image = activation_bytes(model, (x1,)).bytes
+        row.activation_bytes_per_image = _activation_bytes_per_image(model, cfg, settings, g)
         del x1
         fwd_flops = fc["flops"]
         # lower bounds of one call's time (the model cannot beat the GEMM rate) and the
@@ -177,17 +216,22 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         row.predicted_train_bytes = train_bytes
         if infer_s > settings.max_seconds:
             raise BudgetExceeded(infer_s, settings.max_seconds)
-        x = torch.randn(settings.batch, in_chans, h, w, generator=g).to(dev)
-        if settings.channels_last:
+        x = example_input(
+            cfg, settings.batch, img_size=settings.img_size, generator=g
+        ).to(dev)
+        if settings.channels_last and x.dim() == 4:
             model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         num_classes = getattr(model, "num_classes", cfg.num_classes) or cfg.num_classes
-        y = torch.randint(0, max(1, num_classes), (settings.batch,), generator=g).to(dev)
         run_model: Callable[..., Any] = torch.compile(model) if settings.compile else model
+        logits_shape: list[torch.Size] = []
 
         def infer() -> Any:
             with torch.no_grad(), _autocast(dev, settings.amp):
-                return run_model(x)
+                out = run_model(x)
+            if not logits_shape:
+                logits_shape.append(_logits(out).shape)
+            return out
 
         model.eval()
         t = timing.time_callable(
@@ -213,14 +257,12 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         elif settings.train:
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+            y = random_targets(logits_shape[0], num_classes, g).to(dev)
 
             def step() -> Any:
                 opt.zero_grad(set_to_none=True)
                 with _autocast(dev, settings.amp):
-                    out = run_model(x)
-                    if isinstance(out, (tuple, list)):
-                        out = out[0]
-                    loss = F.cross_entropy(out.float(), y)
+                    loss = F.cross_entropy(_logits(run_model(x)).float(), y)
                 loss.backward()
                 opt.step()
                 return loss
@@ -291,6 +333,15 @@ def _model_line(r: ModelRow) -> str:
     return s
 
 
+def _input_text(input_size: list[int] | None) -> str:
+    """``[3, 224, 224]`` -> ``224x224``; ``[3, 1024]`` (a point cloud) -> ``1024 pts``."""
+    if input_size is None:
+        return "-"
+    if len(input_size) == 2:
+        return f"{input_size[1]} pts"
+    return "x".join(map(str, input_size[1:]))
+
+
 def _rows(result: ModelsResult) -> tuple[list[str], list[list[Any]]]:
     headers = [
         "model",
@@ -300,6 +351,7 @@ def _rows(result: ModelsResult) -> tuple[list[str], list[list[Any]]]:
         "GMACs",
         "paper",
         "act./image",
+        "infer ms",
         "infer img/s",
         "infer MFU",
         "train img/s",
@@ -312,12 +364,13 @@ def _rows(result: ModelsResult) -> tuple[list[str], list[list[Any]]]:
         rows.append(
             [
                 r.model,
-                "x".join(map(str, r.input_size[1:])) if r.input_size is not None else "-",
+                _input_text(r.input_size),
                 fmt_num(r.params / 1e6) if r.params is not None else "-",
                 fmt_num(r.reported_params_m),
                 fmt_num(r.gmacs) if r.gmacs is not None else "-",
                 fmt_num(r.reported_gmacs),
                 fmt_bytes(r.activation_bytes_per_image),
+                fmt_num(r.infer_ms["median"]) if ok and r.infer_ms else "-",
                 fmt_num(r.infer_img_s) if ok else "-",
                 f"{100 * r.infer_mfu:.1f}%" if ok else "-",
                 fmt_num(r.train_img_s) if ok and r.train_img_s is not None else "-",
@@ -360,7 +413,9 @@ def markdown_report(result: ModelsResult | dict[str, Any]) -> str:
         "convolutions, SDPA, and the FFT-based position lambdas of lambda layers at "
         "radix-2 estimates; softmax, normalisation and elementwise operations are not "
         "counted). The `paper` columns give what the papers report, where they do. "
-        "`act./image`: bytes one image's training forward saves for backward.",
+        "`act./image`: bytes one image's training forward saves for backward. `infer ms`: "
+        "median latency of one inference call on the whole batch. For point-cloud models "
+        "an image is one cloud of the `input` points.",
         "",
         "## Machine",
         "",
