@@ -115,6 +115,29 @@ def fmt_ratio(r: dict[str, Any] | None) -> str:
     return f"{fmt_num(s['median'])}x [{fmt_num(s['q1'])}-{fmt_num(s['q3'])}]"
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """The machine in one line: CPU, cores, threads, torch, device (GPU), date, load."""
+    parts = [str(machine.get("cpu", "unknown CPU"))]
+    cores, usable = machine.get("cpu_count"), machine.get("usable_cores")
+    if cores:
+        parts.append(f"{cores} cores" + (f" ({usable} usable)" if usable and usable != cores
+                                         else ""))
+    if machine.get("torch_threads"):
+        parts.append(f"torch threads {machine['torch_threads']}")
+    if machine.get("torch"):
+        parts.append(f"torch {machine['torch']}")
+    device = str(machine.get("device", "cpu"))
+    if machine.get("gpu"):
+        device += f" ({machine['gpu']}, {machine.get('gpu_memory_gib', '?')} GiB)"
+    parts.append(f"device {device}")
+    if machine.get("date"):
+        parts.append(str(machine["date"]))
+    load = machine.get("load_average")
+    if load:
+        parts.append(f"load average {', '.join(map(str, load))} at the start")
+    return ", ".join(parts)
+
+
 def machine_markdown(machine: dict[str, Any]) -> str:
     """The machine as a two-column markdown table."""
     rows = [
@@ -123,8 +146,12 @@ def machine_markdown(machine: dict[str, Any]) -> str:
     return format_table(["", "value"], rows, markdown=True)
 
 
-def load_note(machine: dict[str, Any], interleaved: bool = True) -> str | None:
-    """A warning when the machine was busier than its cores during the run, else None."""
+def load_note(
+    machine: dict[str, Any], interleaved: bool = True, tail: str | None = None
+) -> str | None:
+    """A warning when the machine was busier than its cores during the run, else None.
+
+    ``tail`` replaces the sentence's end (what the reader can still trust)."""
     load = machine.get("load_average")
     cores = machine.get("usable_cores") or machine.get("cpu_count")
     if not load or not cores or str(machine.get("device", "cpu")).startswith("cuda"):
@@ -135,6 +162,8 @@ def load_note(machine: dict[str, Any], interleaved: bool = True) -> str | None:
         f"The machine was shared during this run (load average {', '.join(map(str, load))} "
         f"on {cores} cores at its start): absolute figures are inflated and noisy; "
     )
+    if tail is not None:
+        return head + tail
     if interleaved:
         return head + (
             "ratios come from interleaved runs, which see the same load, and are the "

@@ -1,10 +1,10 @@
 """What a benchmark run is made of, written once: the settings dataclasses and their flags.
 
-Every field of :class:`MixerSettings` and :class:`ModelSettings` carries its command-line
-form in its metadata (:func:`setting`): the flag, the help text, the ``--quick`` value and
-how the value is spelled. From that one place come the ``bench`` flags and their defaults
-(:func:`add_flags`), the settings of a parsed command line (:func:`from_args`) and the
-command that reproduces a run (:func:`command_parts`).
+Every field of :class:`MixerSettings`, :class:`ModelSettings` and :class:`PointSettings`
+carries its command-line form in its metadata (:func:`setting`): the flag, the help text,
+the ``--quick`` value and how the value is spelled. From that one place come the ``bench``
+flags and their defaults (:func:`add_flags`), the settings of a parsed command line
+(:func:`from_args`) and the command that reproduces a run (:func:`command_parts`).
 
 Fields in the order of the reproduction command: the command is read left to right.
 """
@@ -215,10 +215,7 @@ class MixerSettings:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        dt = getattr(torch, self.dtype, None)
-        if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
-            raise ValueError(f"dtype must name a floating torch dtype, got {self.dtype!r}")
-        return dt
+        return _floating_dtype(self.dtype)
 
 
 @dataclass
@@ -266,6 +263,67 @@ class ModelSettings:
     def from_dict(cls, d: dict[str, Any]) -> ModelSettings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class PointSettings:
+    """What ``beyond-attention bench points`` measures: point mixers over point counts.
+
+    Attributes:
+        points: point counts N swept.
+        mixers: names from :data:`.points.POINT_MIXERS`; None for all.
+        channels: feature width C (PCT: 128 without down-sampling, 256 after the
+            neighbour embedding); a multiple of 4 (the query width is C / 4).
+        batch: point clouds per call.
+        memory_size: EA memory slots S.
+        warmup, repeats: untimed and timed calls per latency.
+        max_seconds: time budget of one measurement; a single call over it skips the
+            mixer from that N on.
+        max_memory_gb: a mixer whose N x N attention is predicted to need more memory than
+            this (:func:`.points.attention_bytes`) is skipped from that N on.
+        device, dtype: where and in what precision the layers run.
+        seed: seed of the weights and inputs.
+    """
+
+    points: list[int] = setting(
+        [1024, 2048, 4096, 8192, 16384], "point counts N to sweep", kind=INTS, quick=[64, 128]
+    )
+    mixers: list[str] | None = setting(
+        None, "point mixers to run", kind=NAMES, metavar="NAME",
+        default_text="all: external offset sdpa",
+    )
+    channels: int = setting(128, "feature width C (PCT: 128 or 256)", quick=16)
+    batch: int = setting(1, "point clouds per call")
+    memory_size: int = setting(64, "EA memory slots S", quick=16)
+    warmup: int = setting(1, "untimed calls before timing", quick=0)
+    repeats: int = setting(5, "timed calls per latency", quick=2)
+    max_seconds: float = setting(60.0, "time budget per measurement", kind=FLOAT, quick=20.0)
+    max_memory_gb: float = setting(
+        8.0, "skip N x N attention predicted to need more memory than this", kind=FLOAT,
+        quick=1.0,
+    )
+    device: str = setting("cpu", "cpu, cuda, cuda:1, ...", kind=STR)
+    dtype: str = setting("float32", "float32, bfloat16, ...", kind=STR)
+    seed: int = setting(0, "seed of weights and inputs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PointSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _floating_dtype(self.dtype)
+
+
+def _floating_dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise ValueError(f"dtype must name a floating torch dtype, got {name!r}")
+    return dt
 
 
 # ---------------------------------------------------------------------------------------------

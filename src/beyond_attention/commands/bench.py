@@ -1,4 +1,5 @@
-"""``beyond-attention bench``: ``mixers`` (token mixers over resolution) and ``models``.
+"""``beyond-attention bench``: ``mixers`` (token mixers over resolution), ``models`` and
+``points`` (point-cloud attention over the number of points).
 
 The flags, their defaults, the ``--quick`` preset and the reproduction command printed in
 the reports all come from the settings dataclasses (:mod:`beyond_attention.bench.settings`).
@@ -21,10 +22,16 @@ from ..bench.models import ModelsResult
 from ..bench.models import console_table as model_table
 from ..bench.models import markdown_report as model_markdown
 from ..bench.models import run_models as run_model_bench
+from ..bench.points import POINT_MIXERS, PointsResult
+from ..bench.points import run_points as run_point_bench
+from ..bench.points_report import console_table as point_table
+from ..bench.points_report import markdown_report as point_markdown
+from ..bench.points_report import write_plot as write_point_plot
 from ..bench.report import machine_info, write_json
 from ..bench.settings import (
     MixerSettings,
     ModelSettings,
+    PointSettings,
     add_flags,
     command_parts,
     from_args,
@@ -38,7 +45,7 @@ __all__ = ["add_arguments", "grid_from_tokens", "parse_grid", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``mixers`` and ``models`` subcommands."""
+    """Add the ``mixers``, ``models`` and ``points`` subcommands."""
     sub = parser.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
 
     m = sub.add_parser(
@@ -71,6 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _run_flags(d)
     d.set_defaults(_bench=run_models)
 
+    p = sub.add_parser(
+        "points",
+        help="EA vs offset-attention vs SDPA over the number of points",
+        description="Forward and forward+backward latency and activation memory of one "
+        "point-attention layer (EA, PCT's offset-attention, SDPA self-attention) on "
+        "(B, C, N) point features over a sweep of point counts N, and whether each "
+        "layer's memory grows linearly or quadratically in N.",
+    )
+    add_flags(p, PointSettings)
+    _run_flags(p)
+    p.set_defaults(_bench=run_points)
+
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
     """The flags that control a run but are not settings of the measurement."""
@@ -86,7 +105,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to ``mixers`` or ``models``."""
+    """Dispatch to ``mixers``, ``models`` or ``points``."""
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}")
@@ -192,4 +211,63 @@ def _write_model_outputs(result: ModelsResult, args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "models.md", (model_markdown(result) + "\n").encode())
         print(f"wrote {out / 'models.md'}")
+    return 0
+
+
+def _check_points(settings: PointSettings) -> None:
+    """Reject settings the point mixers cannot run with, naming the flag."""
+    if any(n < 1 for n in settings.points):
+        raise ValueError(f"--points values must be positive, got {settings.points}")
+    if settings.channels < 4 or settings.channels % 4:
+        raise ValueError(
+            f"--channels must be a positive multiple of 4 (the query width is C / 4), got "
+            f"{settings.channels}"
+        )
+    for flag, value in (("--batch", settings.batch), ("--memory-size", settings.memory_size),
+                        ("--repeats", settings.repeats)):
+        if value < 1:
+            raise ValueError(f"{flag} must be positive, got {value}")
+    if settings.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {settings.warmup}")
+    if settings.max_seconds <= 0 or settings.max_memory_gb < 0:
+        raise ValueError(
+            f"--max-seconds must be positive and --max-memory-gb >= 0, got "
+            f"{settings.max_seconds:g} and {settings.max_memory_gb:g}"
+        )
+    unknown = sorted(set(settings.mixers or ()) - set(POINT_MIXERS))
+    if unknown:
+        raise ValueError(
+            f"unknown mixers {unknown}; expected names from {', '.join(POINT_MIXERS)}"
+        )
+    settings.torch_dtype  # noqa: B018 - validates --dtype early
+
+
+def run_points(args: argparse.Namespace) -> int:
+    """``bench points``: point mixers over point counts; tables, JSON, markdown and plot."""
+    if args.from_json:
+        return _write_point_outputs(PointsResult.from_json(_read_json(args.from_json)), args)
+    settings = from_args(PointSettings, args)
+    _check_device(settings.device)
+    _check_points(settings)
+    machine = _banner("points", settings.device)
+    result = run_point_bench(settings, log=lambda s: print(s, flush=True))
+    result.machine = machine
+    result.command = _command("points", settings, args)
+    return _write_point_outputs(result, args)
+
+
+def _write_point_outputs(result: PointsResult, args: argparse.Namespace) -> int:
+    print()
+    print(point_table(result))
+    if result.command:
+        print(f"\nreproduce with: {result.command}")
+    if args.json:
+        write_json(args.json, result.to_json())
+        print(f"wrote {args.json}")
+    if args.out:
+        out = Path(args.out)
+        plot = write_point_plot(result, out)
+        name = plot.name if plot is not None else None
+        atomic_write_bytes(out / "points.md", (point_markdown(result, name) + "\n").encode())
+        print(f"wrote {out / 'points.md'}" + (f" and {name}" if name else ""))
     return 0
