@@ -11,6 +11,7 @@ import pytest
 from beyond_attention.bench.settings import (
     MixerSettings,
     ModelSettings,
+    PointSettings,
     add_flags,
     command_parts,
     from_args,
@@ -25,7 +26,7 @@ def _parse(cls, argv):
     return from_args(cls, parser.parse_args(argv))
 
 
-@pytest.mark.parametrize("cls", [MixerSettings, ModelSettings])
+@pytest.mark.parametrize("cls", [MixerSettings, ModelSettings, PointSettings])
 def test_no_flags_give_the_dataclass_defaults(cls):
     assert _parse(cls, []) == cls()
 
@@ -37,6 +38,9 @@ def test_quick_preset_and_explicit_flags():
     assert s.dtype == "float32"  # no preset: the default
     m = _parse(ModelSettings, ["--quick", "--no-train", "vit*"])
     assert (m.batch, m.gemm_size, m.train, m.pattern) == (2, 256, False, "vit*")
+    p = _parse(PointSettings, ["--quick", "--channels", "256"])
+    assert (p.points, p.channels, p.memory_size, p.repeats) == ([64, 128], 256, 16, 2)
+    assert _parse(PointSettings, []).points == [1024, 2048, 4096, 8192, 16384]
 
 
 def test_help_prints_every_default():
@@ -53,6 +57,9 @@ def test_help_prints_every_default():
         (MixerSettings, ["--quick", "--grid", "14x20", "--no-targets", "--compile"]),
         (MixerSettings, ["--mixers", "external", "self", "--batch", "1", "4", "--seed", "5"]),
         (ModelSettings, ["vit*", "--amp", "--img-size", "64", "--max-seconds", "2.5"]),
+        (PointSettings, []),
+        (PointSettings, ["--quick", "--mixers", "offset", "--points", "96", "--dtype",
+                         "bfloat16", "--max-memory-gb", "0.5"]),
     ],
 )
 def test_the_printed_command_reproduces_the_settings(cls, argv):
@@ -68,7 +75,7 @@ def test_the_printed_command_reproduces_the_settings(cls, argv):
 
 
 def test_every_field_has_help():
-    for cls in (MixerSettings, ModelSettings):
+    for cls in (MixerSettings, ModelSettings, PointSettings):
         for f in fields(cls):
             assert f.metadata["help"], f.name
 
