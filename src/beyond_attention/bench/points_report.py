@@ -114,7 +114,9 @@ def write_plot(result: PointsResult | dict[str, Any], out_dir: str | Path) -> Pa
                                    ("forward_ms", "--", lat, " forward"),
                                    ("activation_bytes", "-", mem, "")):
         for name, (xs, ys) in _series(result, key).items():
+            # offset-attention drawn wider: its memory curve lies under SDPA's on CPU
             ax.plot(xs, ys, style, marker="o", markersize=3, color=_COLORS.get(name, "k"),
+                    linewidth=3.0 if name == "offset" else 1.4,
                     label=_LABELS.get(name, name) + suffix)
     ticks = sorted({int(r["points"]) for r in result.rows})
     ylabels = ((lat, "latency (ms)"), (mem, "activation memory saved for backward (bytes)"))
