@@ -88,3 +88,47 @@ def test_unknown_keys_survive_and_bad_input_is_named():
         PointResult.from_json({"batch": 1})
     with pytest.raises(ValueError, match="JSON object"):
         SweepResult.from_json([])
+
+
+def _results_table(markdown: str) -> list[str]:
+    """The rows of the table under the first ``## Results`` heading."""
+    lines = markdown.splitlines()
+    start = lines.index("## Results")
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            rows.append(line)
+    return rows
+
+
+def test_recorded_point_run_round_trips_and_renders_as_committed():
+    from beyond_attention.bench.points import PointsResult, memory_growth
+    from beyond_attention.bench.points_report import PLOT_NAME
+    from beyond_attention.bench.points_report import markdown_report as points_markdown
+
+    raw = _load("points.json")
+    result = PointsResult.from_json(raw)
+    assert _normal(result.to_json()) == raw
+    # the recorded labels are those the rows give
+    assert _normal(memory_growth(result.rows)) == raw["growth"]
+    rendered = points_markdown(result, PLOT_NAME)
+    _assert_tables_as_committed(rendered, (BENCHMARKS / "points.md").read_text(encoding="utf-8"))
+    # the cost section of the point-cloud notes carries the same tables and the command
+    notes = (BENCHMARKS / "pointclouds.md").read_text(encoding="utf-8")
+    assert not sorted(set(_results_table(rendered)) - set(_table_lines(notes)))
+    assert result.command in notes and f"]({PLOT_NAME})" in notes
+
+
+@pytest.mark.parametrize("name, notes", [("pointcloud_models.json", "pointclouds.md"),
+                                         ("segmentation_models.json", "segmentation.md")])
+def test_recorded_task_model_runs_render_as_committed(name, notes):
+    raw = _load(name)
+    result = ModelsResult.from_json(raw)
+    assert _normal(result.to_json()) == raw
+    rows = _results_table(models_markdown(result))
+    assert len(rows) >= 5  # header, rule and one row per model
+    text = (BENCHMARKS / notes).read_text(encoding="utf-8")
+    assert not sorted(set(rows) - set(_table_lines(text)))
+    assert result.command in text
