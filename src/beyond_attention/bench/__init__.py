@@ -11,6 +11,8 @@
   :mod:`.compile_study`, :mod:`.sweep` (the run), :mod:`.mixers_report` (its report);
   :mod:`.mixers` gathers them under one name.
 - :mod:`.models`: the model benchmark and its report.
+- :mod:`.points`: point-cloud attention (EA, offset-attention, SDPA) over the number of
+  points; :mod:`.points_report` its report and plot.
 - :mod:`.records`: the results as dataclasses reading and writing the recorded JSON.
 """
 
