@@ -162,24 +162,21 @@ def random_targets(
 
 
 def _activation_bytes_per_image(
-    model: torch.nn.Module, cfg: Any, settings: ModelSettings, g: torch.Generator
+    model: torch.nn.Module, x1: torch.Tensor, two: Callable[[], torch.Tensor]
 ) -> int:
     """Bytes one image's training forward saves for backward.
 
-    Measured on one image; a model that cannot train on one (a BatchNorm over pooled
-    features, as in the PCT heads, needs two values per channel) is measured on two and
-    the count halved (activations grow linearly with the batch).
+    Measured on the one image ``x1``; a model that cannot train on one (a BatchNorm over
+    pooled features, as in the PCT heads, needs two values per channel) is measured on
+    the two images ``two()`` and the count halved (activations grow linearly with the
+    batch).
     """
-    from ..models._registry import example_input
-
-    x = example_input(cfg, 1, img_size=settings.img_size, generator=g).to(settings.device)
     try:
-        return activation_bytes(model, (x,)).bytes
+        return activation_bytes(model, (x1,)).bytes
     except ValueError as e:
         if "more than 1 value per channel" not in str(e):
             raise
-    x = example_input(cfg, 2, img_size=settings.img_size, generator=g).to(settings.device)
-    return activation_bytes(model, (x,)).bytes // 2
+    return activation_bytes(model, (two(),)).bytes // 2
 
 
 def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> ModelRow:
@@ -194,7 +191,8 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         cfg = model.config
         g = torch.Generator().manual_seed(settings.seed)
         # (1, C, H, W) for image models, (1, 3, N) for point clouds
-        x1 = example_input(cfg, 1, img_size=settings.img_size, generator=g).to(dev)
+        img_size = settings.img_size
+        x1 = example_input(cfg, 1, img_size=img_size, generator=g).to(dev)
         row.input_size = list(x1.shape[1:])
         row.params = sum(p.numel() for p in model.parameters())
         model.to(dev)
@@ -205,7 +203,9 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         row.reported_gmacs = cfg.reported_gmacs
         row.keep_null("reported_params_m", "reported_gmacs")  # recorded even when unknown
         model.train()
-        row.activation_bytes_per_image = _activation_bytes_per_image(model, cfg, settings, g)
+        row.activation_bytes_per_image = _activation_bytes_per_image(
+            model, x1, lambda: example_input(cfg, 2, img_size=img_size, generator=g).to(dev)
+        )
         del x1
         fwd_flops = fc["flops"]
         # lower bounds of one call's time (the model cannot beat the GEMM rate) and the
@@ -216,9 +216,7 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         row.predicted_train_bytes = train_bytes
         if infer_s > settings.max_seconds:
             raise BudgetExceeded(infer_s, settings.max_seconds)
-        x = example_input(
-            cfg, settings.batch, img_size=settings.img_size, generator=g
-        ).to(dev)
+        x = example_input(cfg, settings.batch, img_size=img_size, generator=g).to(dev)
         if settings.channels_last and x.dim() == 4:
             model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
