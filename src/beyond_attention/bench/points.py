@@ -9,7 +9,9 @@ features, one layer of:
   (an explicit N x N map, normalised twice): quadratic in N;
 - ``sdpa``: :class:`~beyond_attention.layers.offset_attention.PointSelfAttention`
   (scaled dot-product self-attention through ``torch.nn.functional.
-  scaled_dot_product_attention``, which a fused kernel may run without storing the map),
+  scaled_dot_product_attention``, which a fused kernel may run without storing the map;
+  torch 2.13's CPU kernel does not take a value width (C) other than the query width
+  (C / 4), so on CPU the math path runs and stores it: quadratic in N there),
 
 is timed (forward without autograd; forward + backward, gradients of the input and the
 parameters) with :func:`~beyond_attention.bench.timing.time_callable`, and its activation
