@@ -65,13 +65,18 @@ def test_train_step_quick(tmp_path, one_thread, capsys):
 def test_train_step_without_peer_channels_last_amp(tmp_path, one_thread):
     js = tmp_path / "steps.json"
     argv = ["bench", "train-step", "lambda_resnet26_cifar", "--quick", "--no-peer",
-            "--channels-last", "--amp", "--threads", "1", "--json", str(js)]
+            "--channels-last", "--amp", "--variants", "--threads", "1", "--json", str(js)]
     assert main(argv) == 0
     result = json.loads(js.read_text())
     assert "peer" not in result and result["gemm"]["dtype"] == "bfloat16"
     assert result["settings"]["channels_last"] and result["settings"]["amp"]
     (row,) = result["models"]
     assert row["status"] == "ok" and "peer_ratio" not in row and row["img_s"] > 0
+    # each variant flips one setting of the run and is timed interleaved with it
+    assert set(row["variant_speedup"]) == {"channels_last", "amp"} == set(row["variant_pairs"])
+    for key, speedup in row["variant_speedup"].items():
+        assert speedup > 0
+        assert speedup == pytest.approx(row["variant_pairs"][key]["ratio"]["median"])
 
 
 @pytest.mark.parametrize(("argv", "shown"), [

@@ -11,6 +11,8 @@
   :mod:`.compile_study`, :mod:`.sweep` (the run), :mod:`.mixers_report` (its report);
   :mod:`.mixers` gathers them under one name.
 - :mod:`.models`: the model benchmark and its report.
+- :mod:`.train_step`: the training step phase by phase (``bench train-step``), beside the
+  peer plain ViT of :mod:`.peer_vit`.
 - :mod:`.records`: the results as dataclasses reading and writing the recorded JSON.
 """
 

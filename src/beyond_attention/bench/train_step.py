@@ -56,7 +56,9 @@ class TrainStepSettings:
         amp: autocast to bfloat16.
         channels_last: channels-last memory format for the model and the augmented batch.
         peer: also time every model interleaved with the peer ViT (``--no-peer``: off).
-        pairs: interleaved step pairs per model.
+        pairs: interleaved step pairs per model (and per variant).
+        variants: time the same model's step with channels-last and with bf16 autocast
+            switched (each flipped from this run's setting), interleaved with this run's.
         max_seconds: time budget per model (each measurement keeps at least 3 samples).
         gemm_size: side of the square matrix product that sets the reference FLOP rate.
         images: images in the synthetic in-memory dataset the loader draws from.
@@ -73,6 +75,8 @@ class TrainStepSettings:
     peer: bool = setting(True, "no interleaved peer-ViT comparison", kind=NO_SWITCH,
                          flag="--no-peer")
     pairs: int = setting(5, "interleaved step pairs per model", quick=2)
+    variants: bool = setting(False, "also time channels-last and bf16-autocast steps "
+                             "interleaved with this run's step", kind=SWITCH)
     max_seconds: float = setting(120.0, "time budget per model", kind=FLOAT, quick=30.0)
     gemm_size: int = setting(1024, "side of the reference GEMM", quick=128)
     images: int = setting(1024, "images of the synthetic in-memory dataset", quick=16)
@@ -112,6 +116,9 @@ class StepRow(Record):
         img_s: images/s from the median step; mfu: training MFU against the run's GEMM rate.
         peer_ratio: images/s of this model over the peer ViT's, interleaved (median of the
             pairs); peer_pairs: the interleaved comparison (:class:`.timing.Ratio`).
+        variant_speedup: with ``--variants``, ``{"channels_last": s, "amp": s}``: this
+            run's step time over the step with that setting flipped (> 1: the variant is
+            faster), interleaved; variant_pairs: those comparisons.
     """
 
     model: str
@@ -126,6 +133,8 @@ class StepRow(Record):
     mfu: float | None = None
     peer_ratio: float | None = None
     peer_pairs: dict[str, Any] | None = None
+    variant_speedup: dict[str, float] | None = None
+    variant_pairs: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -347,10 +356,35 @@ def measure_step(name: str, settings: TrainStepSettings, reference_flops_per_s: 
                 device=settings.device)
             row.peer_pairs = r.to_dict()
             row.peer_ratio = 1.0 / r.ratio.median  # images/s: t_peer / t_model
+        if settings.variants:
+            row.variant_speedup, row.variant_pairs = _variants(name, settings, model, step)
     except (RuntimeError, MemoryError, ValueError, TypeError, NotImplementedError) as e:
         msg = str(e).splitlines()[0][:300] if str(e) else ""
         row.status, row.reason = "error", f"{type(e).__name__}: {msg}"
     return row
+
+
+def _variants(name: str, settings: TrainStepSettings, model: nn.Module, step: _Step
+              ) -> tuple[dict[str, float], dict[str, Any]]:
+    """This run's step against the same step with channels-last, then bf16 autocast,
+    flipped: same weights, same batch, interleaved pairs."""
+    from dataclasses import replace
+
+    speedup, pairs = {}, {}
+    for key in ("channels_last", "amp"):
+        other_settings = replace(settings, **{key: not getattr(settings, key)})
+        other_model, other = _build(name, other_settings)
+        other_model.load_state_dict(model.state_dict())
+        x, t = step.augmented()
+        x_other = x.contiguous(memory_format=torch.channels_last) if (
+            other_settings.channels_last) else x.contiguous()
+        r = timing.interleaved_ratio(
+            lambda: step.update(x, t), lambda o=other, xo=x_other: o.update(xo, t),  # noqa: B023
+            warmup=1, pairs=settings.pairs, max_seconds=settings.max_seconds,
+            device=settings.device)
+        speedup[key] = r.ratio.median  # t_this / t_variant
+        pairs[key] = r.to_dict()
+    return speedup, pairs
 
 
 def gemm_reference(settings: TrainStepSettings) -> dict[str, Any]:
@@ -402,23 +436,32 @@ def _line(r: StepRow) -> str:
     s = f"  {r.model:>24s}  {r.img_s:8.1f} img/s  MFU {100 * r.mfu:5.1f}%  {shares}"
     if r.peer_ratio is not None:
         s += f"  x{r.peer_ratio:.2f} the peer ViT"
+    if r.variant_speedup:
+        s += "".join(f"  {k} x{v:.2f}" for k, v in r.variant_speedup.items())
     return s
 
 
 def _rows(result: TrainStepResult) -> tuple[list[str], list[list[Any]]]:
+    variants = result.settings.variants
     headers = ["model", "params (M)", "GMACs", "step ms", "img/s", "MFU",
-               *(f"{p} %" for p in PHASES), "vs peer ViT", "status"]
+               *(f"{p} %" for p in PHASES), "vs peer ViT",
+               *(["channels-last flipped", "amp flipped"] if variants else []), "status"]
     rows = []
     for r in [*([result.peer] if result.peer is not None else []), *result.models]:
         if not r.ok:
             rows.append([r.model, *["-"] * (len(headers) - 2), f"{r.status}: {r.reason}"])
             continue
+        flipped = []
+        if variants:
+            v = r.variant_speedup or {}
+            flipped = [f"{v[k]:.2f}x" if k in v else "-" for k in ("channels_last", "amp")]
         rows.append([
             r.model, fmt_num(r.params / 1e6), fmt_num(r.gmacs),
             f"{r.step_ms['median']:.0f}", fmt_num(r.img_s), f"{100 * r.mfu:.1f}%",
             *(f"{100 * r.phase_share[p]:.1f}" for p in PHASES),
             "(peer)" if r.model == PEER else
             (f"{r.peer_ratio:.2f}x" if r.peer_ratio is not None else "-"),
+            *flipped,
             "ok",
         ])
     return headers, rows
@@ -449,7 +492,9 @@ def markdown_table(result: TrainStepResult | dict[str, Any]) -> str:
         f"{s.steps} timed steps per model (median); peer ratios from {s.pairs} interleaved "
         "pairs (median). Reference GEMM "
         f"{g['n']}x{g['n']} {g['dtype']}: {g['flops_per_s'] / 1e9:.1f} GFLOP/s. "
-        "MFU = 3 x forward FLOPs x images/s / that rate.",
+        "MFU = 3 x forward FLOPs x images/s / that rate."
+        + (" Flipped: this run's step time over the step with that setting flipped, "
+           "interleaved (> 1: flipping it is faster)." if s.variants else ""),
         "",
         format_table(*_rows(result), markdown=True),
     ]
