@@ -8,13 +8,19 @@ images/s, the forward FLOPs and the GEMM rate).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from beyond_attention.bench import peer_vit
-from beyond_attention.bench.train_step import PHASES, TrainStepResult, TrainStepSettings
+from beyond_attention.bench.train_step import (
+    PHASES,
+    TrainStepResult,
+    TrainStepSettings,
+    markdown_table,
+)
 from beyond_attention.cli import main
 
 
@@ -50,6 +56,12 @@ def test_train_step_quick(tmp_path, one_thread, capsys):
         assert r["img_s"] == pytest.approx(4 / (r["step_ms"]["median"] / 1e3))
         assert r["step_ms"]["n"] == 2
         assert r["mfu"] == pytest.approx(3 * 2e9 * r["gmacs"] * r["img_s"] / gemm, rel=1e-6)
+        # each step against the GEMM timed right after it
+        steps = r["step_ms"]["samples"]
+        rates = r["gemm_local"]["samples"]
+        per_step = [3 * 2e9 * r["gmacs"] * 4 / (t / 1e3) / g
+                    for t, g in zip(steps, rates, strict=True)]
+        assert len(rates) == 2 and r["mfu_local"] == pytest.approx(sum(per_step) / 2)
     assert row["peer_ratio"] == pytest.approx(1 / row["peer_pairs"]["ratio"]["median"])
     assert row["peer_pairs"]["ratio"]["n"] == 2
     assert "peer_ratio" not in peer
@@ -141,3 +153,22 @@ def test_peer_vit_pools_and_checks_input():
     with pytest.raises(ValueError, match="multiple of patch_size"):
         peer_vit.PeerViT(image_size=10, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
                          mlp_dim=16)
+
+
+# --------------------------------------------------------------------------- recorded runs
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+RECORDED = sorted(p.name for p in BENCHMARKS.glob("train_step*.json"))
+
+
+def test_recorded_runs_are_there():
+    assert {"train_step_cifar.json", "train_step_variants.json"} <= set(RECORDED)
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_recorded_runs_round_trip_and_render_as_committed(name):
+    raw = json.loads((BENCHMARKS / name).read_text(encoding="utf-8"))
+    result = TrainStepResult.from_json(raw)
+    assert result.to_json() == raw
+    committed = (BENCHMARKS / "models.md").read_text(encoding="utf-8")
+    rows = [line for line in markdown_table(result).splitlines() if line.startswith("|")]
+    assert len(rows) > 3 and not set(rows) - set(committed.splitlines())

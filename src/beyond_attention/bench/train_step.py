@@ -114,6 +114,9 @@ class StepRow(Record):
         step_ms: summary of the whole step's milliseconds (:class:`.timing.Summary`).
         phase_ms: median milliseconds of each phase; phase_share: each median over their sum.
         img_s: images/s from the median step; mfu: training MFU against the run's GEMM rate.
+        mfu_local: the median over the timed steps of each step's MFU against the GEMM rate
+            measured right after it (the fastest of a few products); on a machine shared
+            with other jobs it follows the load the step saw. gemm_local: those rates.
         peer_ratio: images/s of this model over the peer ViT's, interleaved (median of the
             pairs); peer_pairs: the interleaved comparison (:class:`.timing.Ratio`).
         variant_speedup: with ``--variants``, ``{"channels_last": s, "amp": s}``: this
@@ -131,6 +134,8 @@ class StepRow(Record):
     phase_share: dict[str, float] | None = None
     img_s: float | None = None
     mfu: float | None = None
+    mfu_local: float | None = None
+    gemm_local: dict[str, Any] | None = None
     peer_ratio: float | None = None
     peer_pairs: dict[str, Any] | None = None
     variant_speedup: dict[str, float] | None = None
@@ -335,11 +340,18 @@ def measure_step(name: str, settings: TrainStepSettings, reference_flops_per_s: 
         for _ in range(settings.warmup):
             step.timed()
         samples: list[dict[str, float]] = []
+        rates: list[float] = []
+        gemm = _local_gemm(settings)
         for i in range(settings.steps):
             if i >= 3 and time.perf_counter() - start > settings.max_seconds:
                 break
             samples.append(step.timed())
+            rates.append(gemm())
         totals = [1e3 * sum(s.values()) for s in samples]
+        train_flops = 3 * fwd * settings.batch
+        row.mfu_local = float(np.median([train_flops / (t / 1e3) / r
+                                         for t, r in zip(totals, rates, strict=True)]))
+        row.gemm_local = timing.Summary.of(rates).to_dict()
         row.step_ms = timing.Summary.of(totals).to_dict()
         medians = {p: 1e3 * float(np.median([s[p] for s in samples])) for p in PHASES}
         row.phase_ms = medians
@@ -362,6 +374,23 @@ def measure_step(name: str, settings: TrainStepSettings, reference_flops_per_s: 
         msg = str(e).splitlines()[0][:300] if str(e) else ""
         row.status, row.reason = "error", f"{type(e).__name__}: {msg}"
     return row
+
+
+def _local_gemm(settings: TrainStepSettings, products: int = 5) -> Callable[[], float]:
+    """A callable returning the FLOP/s of the fastest of ``products`` square matrix products
+    (float32; bfloat16 with amp) of the run's GEMM size, timed when it is called."""
+    n = settings.gemm_size
+    dtype = torch.bfloat16 if settings.amp else torch.float32
+    g = torch.Generator().manual_seed(settings.seed)
+    a = torch.randn(n, n, generator=g).to(settings.device, dtype)
+    b = torch.randn(n, n, generator=g).to(settings.device, dtype)
+
+    def rate() -> float:
+        t = timing.time_callable(lambda: torch.mm(a, b), warmup=1, repeats=products,
+                                 device=settings.device)
+        return 2 * n**3 / (t.min / 1e3)
+
+    return rate
 
 
 def _variants(name: str, settings: TrainStepSettings, model: nn.Module, step: _Step
@@ -433,7 +462,8 @@ def _line(r: StepRow) -> str:
     if not r.ok:
         return f"  {r.model:>24s}  {r.status}: {r.reason}"
     shares = " ".join(f"{p} {100 * r.phase_share[p]:.0f}%" for p in PHASES)
-    s = f"  {r.model:>24s}  {r.img_s:8.1f} img/s  MFU {100 * r.mfu:5.1f}%  {shares}"
+    s = (f"  {r.model:>24s}  {r.img_s:8.1f} img/s  MFU {100 * r.mfu:5.1f}% "
+         f"(local {100 * (r.mfu_local or 0):5.1f}%)  {shares}")
     if r.peer_ratio is not None:
         s += f"  x{r.peer_ratio:.2f} the peer ViT"
     if r.variant_speedup:
@@ -443,7 +473,7 @@ def _line(r: StepRow) -> str:
 
 def _rows(result: TrainStepResult) -> tuple[list[str], list[list[Any]]]:
     variants = result.settings.variants
-    headers = ["model", "params (M)", "GMACs", "step ms", "img/s", "MFU",
+    headers = ["model", "params (M)", "GMACs", "step ms", "img/s", "MFU", "MFU (local)",
                *(f"{p} %" for p in PHASES), "vs peer ViT",
                *(["channels-last flipped", "amp flipped"] if variants else []), "status"]
     rows = []
@@ -458,6 +488,7 @@ def _rows(result: TrainStepResult) -> tuple[list[str], list[list[Any]]]:
         rows.append([
             r.model, fmt_num(r.params / 1e6), fmt_num(r.gmacs),
             f"{r.step_ms['median']:.0f}", fmt_num(r.img_s), f"{100 * r.mfu:.1f}%",
+            f"{100 * r.mfu_local:.1f}%" if r.mfu_local is not None else "-",
             *(f"{100 * r.phase_share[p]:.1f}" for p in PHASES),
             "(peer)" if r.model == PEER else
             (f"{r.peer_ratio:.2f}x" if r.peer_ratio is not None else "-"),
@@ -492,7 +523,8 @@ def markdown_table(result: TrainStepResult | dict[str, Any]) -> str:
         f"{s.steps} timed steps per model (median); peer ratios from {s.pairs} interleaved "
         "pairs (median). Reference GEMM "
         f"{g['n']}x{g['n']} {g['dtype']}: {g['flops_per_s'] / 1e9:.1f} GFLOP/s. "
-        "MFU = 3 x forward FLOPs x images/s / that rate."
+        "MFU = 3 x forward FLOPs x images/s / that rate; MFU (local): the median over "
+        "the steps of each step's MFU against the GEMM rate measured right after it."
         + (" Flipped: this run's step time over the step with that setting flipped, "
            "interleaved (> 1: flipping it is faster)." if s.variants else ""),
         "",
