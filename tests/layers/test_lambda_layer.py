@@ -166,6 +166,79 @@ def test_relative_position_lambdas_loops(impl: str, hh: int, ww: int, kh: int, k
     torch.testing.assert_close(relative_position_lambdas(v, kern, impl), expected, **TOL)
 
 
+# --------------------------------------------------------------------------- small-map path
+# Maps of at least lambda_module._APPLY_LOOP_MIN_POSITIONS positions apply the lambdas with
+# the elementwise path (_ApplyLambdas) instead of einsums; these run it at the CIFAR sizes.
+LOOP_SIZES = {"8x8": (8, 8), "16x16": (16, 16), "9x12": (9, 12)}
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train_bn", "eval_bn"])
+@pytest.mark.parametrize("pos", [dict(r=5), dict(r=7, dim_u=2), "global"],
+                         ids=["local_r5", "local_r7_u2", "global"])
+@pytest.mark.parametrize("size", list(LOOP_SIZES))
+def test_small_map_path_matches_paper_reference(size: str, pos, train: bool) -> None:
+    hh, ww = LOOP_SIZES[size]
+    assert hh * ww >= lambda_module._APPLY_LOOP_MIN_POSITIONS  # the path under test
+    pos = dict(feat_size=(hh, ww)) if pos == "global" else pos
+    layer = make_layer(dim=8, dim_out=12, dim_k=4, heads=3, **pos).train(train)
+    x = torch.randn(2, 8, hh, ww, dtype=torch.float64)
+    out = layer(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, reference_lambda(layer, x, train), **TOL)
+
+
+@pytest.mark.parametrize("case", ["local_r3", "global", "local_u3", "local_dim_out"])
+def test_forced_small_map_path_matches_paper_reference(case: str, monkeypatch) -> None:
+    """The elementwise path on the reference cases' small maps too (threshold lowered)."""
+    monkeypatch.setattr(lambda_module, "_APPLY_LOOP_MIN_POSITIONS", 1)
+    kwargs, (hh, ww) = CASES[case]
+    layer = make_layer(**kwargs).train(True)
+    x = torch.randn(3, kwargs["dim"], hh, ww, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference_lambda(layer, x, True), **TOL)
+
+
+@pytest.mark.parametrize("size", ["8x8", "9x12"])
+def test_small_map_path_gradients_match_reference(size: str) -> None:
+    """Input and parameter gradients of the layer against autograd through the reference."""
+    hh, ww = LOOP_SIZES[size]
+    layer = make_layer(dim=6, dim_out=8, dim_k=4, heads=2, r=5)
+    x = torch.randn(2, 6, hh, ww, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 8, hh, ww, dtype=torch.float64)
+    names = ["to_q.weight", "to_k.weight", "to_v.weight", "pos_conv.weight", "norm_q.weight"]
+    params = [dict(layer.named_parameters())[n] for n in names]
+    got = torch.autograd.grad(layer(x), [x, *params], g)
+    want = torch.autograd.grad(reference_lambda(layer, x, True), [x, *params], g)
+    for name, a, b in zip(["x", *names], got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-7, msg=name)
+
+
+def test_apply_lambdas_gradgradcheck(monkeypatch) -> None:
+    """The elementwise path's own backward, to second order, against finite differences."""
+    monkeypatch.setattr(lambda_module, "_APPLY_LOOP_MIN_POSITIONS", 1)
+    q = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    lam_c = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    # the correlation hands over a (b, v, k, n)-memory view: test that layout
+    lam_p = torch.randn(2, 2, 4, 5, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    expected = torch.einsum("bhkn,bkvn->bhvn", q, lam_c[..., None] + lam_p)
+    out = lambda_module.apply_lambdas(q, lam_c, lam_p)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, expected, **TOL)
+    assert torch.autograd.gradcheck(lambda_module.apply_lambdas, (q, lam_c, lam_p))
+    assert torch.autograd.gradgradcheck(lambda_module.apply_lambdas, (q, lam_c, lam_p))
+
+
+@pytest.mark.parametrize("pos", [dict(r=3), dict(feat_size=(9, 8)), {}])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(9, 8), (4, 5)], ids=["loop_path", "einsum_path"])
+def test_output_is_contiguous(pos: dict, stride: int, size: tuple) -> None:
+    """A strided output would hand the next BatchNorm a strided input (its batch-1 CPU
+    backward trap) and leave channels-last convolutions a layout to convert."""
+    if "feat_size" in pos:
+        pos = dict(feat_size=size)
+    layer = make_layer(dim=8, dim_k=4, heads=2, stride=stride, **pos)
+    assert layer(torch.randn(2, 8, *size, dtype=torch.float64)).is_contiguous()
+
+
 # --------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("impl", ["conv", "fft"])
 @pytest.mark.parametrize("pos", [dict(r=3), dict(r=7), dict(feat_size=(3, 4))],

@@ -13,6 +13,8 @@
 - :mod:`.models`: the model benchmark and its report.
 - :mod:`.points`: point-cloud attention (EA, offset-attention, SDPA) over the number of
   points; :mod:`.points_report` its report and plot.
+- :mod:`.train_step`: the training step phase by phase (``bench train-step``), beside the
+  peer plain ViT of :mod:`.peer_vit`.
 - :mod:`.records`: the results as dataclasses reading and writing the recorded JSON.
 """
 

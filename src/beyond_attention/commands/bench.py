@@ -1,5 +1,6 @@
-"""``beyond-attention bench``: ``mixers`` (token mixers over resolution), ``models`` and
-``points`` (point-cloud attention over the number of points).
+"""``beyond-attention bench``: ``mixers`` (token mixers over resolution), ``models``,
+``points`` (point-cloud attention over the number of points) and ``train-step`` (the phases
+of a training step).
 
 The flags, their defaults, the ``--quick`` preset and the reproduction command printed in
 the reports all come from the settings dataclasses (:mod:`beyond_attention.bench.settings`).
@@ -39,6 +40,9 @@ from ..bench.settings import (
     parse_grid,
 )
 from ..bench.sweep import SweepResult, run_sweep
+from ..bench.train_step import TrainStepResult, TrainStepSettings, run_train_step
+from ..bench.train_step import console_table as step_table
+from ..bench.train_step import markdown_table as step_markdown
 from ..io import atomic_write_bytes
 
 __all__ = ["add_arguments", "grid_from_tokens", "parse_grid", "run"]
@@ -89,6 +93,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(p, PointSettings)
     _run_flags(p)
     p.set_defaults(_bench=run_points)
+    t = sub.add_parser(
+        "train-step",
+        help="phases, images/s and MFU of the training step (*_cifar models)",
+        description="The training engine's step, phase by phase (batch gather, "
+        "augmentation, forward, backward, optimizer), for every registered model "
+        "matching PATTERN: images/s, MFU against a GEMM measured in the same run, the "
+        "share of each phase, and the images/s ratio to a peer plain ViT measured "
+        "interleaved.",
+    )
+    add_flags(t, TrainStepSettings)
+    _run_flags(t)
+    t.set_defaults(_bench=run_train_steps)
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -105,7 +121,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to ``mixers``, ``models`` or ``points``."""
+    """Dispatch to ``mixers``, ``models``, ``points`` or ``train-step``."""
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}")
@@ -270,4 +286,34 @@ def _write_point_outputs(result: PointsResult, args: argparse.Namespace) -> int:
         name = plot.name if plot is not None else None
         atomic_write_bytes(out / "points.md", (point_markdown(result, name) + "\n").encode())
         print(f"wrote {out / 'points.md'}" + (f" and {name}" if name else ""))
+    return 0
+
+
+def run_train_steps(args: argparse.Namespace) -> int:
+    """``bench train-step``: the phases of a training step of the matching models."""
+    if args.from_json:
+        return _write_step_outputs(TrainStepResult.from_json(_read_json(args.from_json)), args)
+    settings = from_args(TrainStepSettings, args)
+    _check_device(settings.device)
+    settings.check()
+    machine = _banner("train-step", settings.device)
+    result = run_train_step(settings, log=lambda s: print(s, flush=True))
+    result.machine = machine
+    result.command = _command("train-step", settings, args)
+    return _write_step_outputs(result, args)
+
+
+def _write_step_outputs(result: TrainStepResult, args: argparse.Namespace) -> int:
+    print()
+    print(step_table(result))
+    if result.command:
+        print(f"\nreproduce with: {result.command}")
+    if args.json:
+        write_json(args.json, result.to_json())
+        print(f"wrote {args.json}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "train_step.md", (step_markdown(result) + "\n").encode())
+        print(f"wrote {out / 'train_step.md'}")
     return 0
