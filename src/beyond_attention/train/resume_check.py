@@ -27,7 +27,7 @@ from .optim import lr_at
 #: Settings a resume may change: they do not alter the optimisation.
 MAY_CHANGE = frozenset({
     "data", "download", "cache_dir", "no_cache", "workers", "threads", "device", "quiet",
-    "log_every", "save_every", "out", "resume", "overwrite", "eval_batch_size",
+    "log_every", "save_every", "out", "resume", "overwrite", "eval_batch_size", "eval_mode",
 })
 
 
