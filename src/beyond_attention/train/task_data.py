@@ -72,10 +72,10 @@ _PROCEDURAL_SEEDS = {"train": 0, "test": 1, "val": 1}
 def check_task_data(task: str, source: DataSource, model: str) -> None:
     """Refuse data of another task than the model's, in one line."""
     if not source.serves(task):
+        hint = " (or --dataset procedural-points)" if task.startswith("pointcloud") else ""
         raise DatasetError(
             f"model {model} does {task.replace('_', ' ')} but {source.path} is "
-            f"{KIND_NAMES[source.kind]}; pass data of the model's task with --data (or "
-            f"--dataset procedural-points for point clouds)")
+            f"{KIND_NAMES[source.kind]}; pass data of the model's task with --data{hint}")
 
 
 def load_split(source: DataSource, split: str, num_points: int | None = None
