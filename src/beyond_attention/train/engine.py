@@ -599,7 +599,9 @@ def _check_resume(run: Run, ckpt: Any, path: Path) -> None:
     validate_record(ckpt, path, steps_per_epoch=run.steps_per_epoch, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
                     warmup_steps=run.warmup_steps, scaler_enabled=run.scaler.is_enabled(),
-                    budget=cfg.budget_minutes is not None)
+                    budget=cfg.budget_minutes is not None,
+                    per_sample=run.task.name in (ImageClassification.name,
+                                                 "pointcloud_classification"))
 
 
 def _open_out(run: Run, resumed: bool, state: dict[str, Any]) -> None:

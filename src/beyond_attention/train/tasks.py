@@ -115,7 +115,8 @@ class PartSegMeter(TaskMeter):
     category then over the categories present (class mIoU), plus point accuracy.
 
     ``update`` needs the ``category`` (B,) of each shape; logits (B, P, N) are restricted
-    to the category's parts before the argmax, as the metric is usually computed.
+    to the category's parts before the argmax (for the point accuracy too), as the metric
+    is usually computed.
     """
 
     def __init__(self, num_classes: int, device: torch.device | str,
@@ -125,14 +126,20 @@ class PartSegMeter(TaskMeter):
         # per category: sum of shape IoUs, number of shapes
         self.shape_sums = torch.zeros(2, len(category_parts), dtype=torch.float64,
                                       device=device)
+        self.allowed = torch.zeros(len(category_parts), num_classes, dtype=torch.bool,
+                                   device=device)
+        for c, parts in enumerate(category_parts):
+            self.allowed[c, parts] = True
 
     def update(self, logits: torch.Tensor, target: torch.Tensor,
                loss: torch.Tensor | None = None, weight: float | None = None,
                category: torch.Tensor | None = None) -> None:
         if category is None:
             raise ValueError("part segmentation metrics need the category (B,) of each shape")
-        super().update(logits, target, loss, weight)
-        iou = shape_part_iou(logits.detach(), target, category, self.category_parts)
+        allowed = self.allowed.to(logits.device)[category.long()].unsqueeze(-1)  # (B, P, 1)
+        pred = logits.detach().masked_fill(~allowed, float("-inf")).argmax(1)
+        super().update(pred, target, loss, weight)
+        iou = shape_part_iou(pred, target, category, self.category_parts)
         cat = category.to(self.shape_sums.device).long()
         self.shape_sums[0].index_add_(0, cat, iou.to(self.shape_sums.device))
         self.shape_sums[1].index_add_(0, cat, torch.ones_like(iou).to(self.shape_sums.device))
