@@ -344,3 +344,26 @@ def test_evaluate_refuses_data_of_another_task(voc, tmp_path, capsys):
     assert rc == 1 and "pointcloud classification" in err and "VOC-layout" in err
     assert cli_main(["evaluate"]) == 1
     assert "one checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_no_cache_reads_and_writes_no_decode_cache(tiny_net, tmp_path, capsys):
+    folder = tmp_path / "shapes"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            for k in range(4):
+                grey = rng.integers(0, 255, (28, 28), np.uint8)
+                Image.fromarray(grey, mode="L").save(folder / split / c / f"{k}.png")
+    train(TrainConfig(model=tiny_net, data=str(folder), out=str(tmp_path / "run"), epochs=1,
+                      batch_size=4, quiet=True, workers=0, device="cpu", no_cache=True,
+                      cache_dir=str(tmp_path / "cache")))
+    assert not (tmp_path / "cache").exists()
+    ckpt = str(tmp_path / "run" / "best.safetensors")
+    assert cli_main(["evaluate", ckpt, "--no-cache", "--cache-dir", str(tmp_path / "cache"),
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["count"] == 8 and set(result["per_class"]) == {"a", "b"}
+    assert not (tmp_path / "cache").exists()
+    assert cli_main(["evaluate", ckpt, "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
+    assert (tmp_path / "cache").exists()  # without the flag the decoded split is cached
