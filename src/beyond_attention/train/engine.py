@@ -725,7 +725,8 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                     on_step: StepHook | None = None) -> dict[str, Any]:
     """Train ``epoch`` from where ``state`` stands (mid-epoch after a resume).
 
-    Returns ``{"sums": tensor [loss * n, correct, n] over all ranks, "seen": images,
+    Returns ``{"sums": tensor [loss * n, correct, n] over all ranks (n: samples; counted
+    pixels or points for segmentation), "seen": samples,
     "seconds": training time, "step": the last step's index}``. Raises
     :class:`NonFiniteLossError` when the loss stops being finite (checked where the loop
     synchronises anyway) and :class:`TrainingInterrupted` after SIGINT, once the step's
