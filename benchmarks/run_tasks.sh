@@ -4,7 +4,8 @@
 # and the four point-cloud classifiers on the procedural point set, each model of a lane
 # under the same wall-clock training budget, one thread per run.
 #   usage: bash benchmarks/run_tasks.sh [FASHION_MNIST_DIR] [OUT] [LANE ...]
-#   lanes: seg4, seg8 (segmentation, 4 / 8 minutes per model), points512 (512 points,
+#   lanes: seg4, seg8 (segmentation, 4 / 8 minutes per model), seg2ep (2 epochs each,
+#          the three at once: the same data whatever the load), points512 (512 points,
 #          3 minutes), points256 (256 points, 4 minutes, PCT's neighbour embedding reduced
 #          to 128 and 64 samples of 16 neighbours); default: all, two at a time.
 set -euo pipefail
@@ -28,6 +29,14 @@ seg_lane() {  # $1: minutes per model; $2: run-name prefix
 }
 seg4() { seg_lane 4 seg; }
 seg8() { seg_lane 8 seg8; }
+seg2ep() {
+  for m in eanet_resnet26_small eanet_resnet26_small_sdpa eanet_resnet26_small_noattn; do
+    beyond-attention train --model "$m" --data "$seg" --crop-size 64 --batch-size 16 \
+      --epochs 2 --limit-val 0 --threads 1 --log-every 100 --out "$out/seg2ep-$m" \
+      --overwrite > "$out/seg2ep-$m.log" 2>&1 &
+  done
+  wait
+}
 points512() {
   for m in pct pct_ea spct npct; do
     beyond-attention train --model "$m" --dataset procedural-points --num-points 512 \
