@@ -111,9 +111,10 @@ def load_for_inference(checkpoint: str | Path, model: str | None = None,
         config = get_model_config(name)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: model {name!r} is not registered ({e})") from None
-    in_chans, height, width = config.input_size
+    points = config.task.startswith("pointcloud")
+    in_chans, *size = config.input_size  # (C, H, W), or (3, N) for point clouds
     meta["in_chans"] = int(meta["in_chans"] or in_chans)
-    meta["img_size"] = list(meta["img_size"] or (height, width))
+    meta["img_size"] = list(meta["img_size"] or size)
     num_classes = int(meta["num_classes"] or len(meta["classes"] or ()) or config.num_classes)
     meta["num_classes"] = num_classes
     if not meta["mean"] or not meta["std"]:
@@ -123,7 +124,8 @@ def load_for_inference(checkpoint: str | Path, model: str | None = None,
         raise CheckpointError(f"{path} records {len(meta['classes'])} class names for "
                               f"{num_classes} classes")
     net = create_model(name, num_classes=num_classes, in_chans=meta["in_chans"],
-                       img_size=tuple(meta["img_size"]), **meta["model_kwargs"])
+                       img_size=None if points else tuple(meta["img_size"]),
+                       **meta["model_kwargs"])
     load_weights(net, path, name)
     meta["model"] = name
     return net.to(device).eval(), meta

@@ -96,8 +96,9 @@ def test_task_from_the_model_config() -> None:
     assert isinstance(task_for("eanet_resnet26_small"), SemanticSegmentation)
     assert isinstance(task_for("vit_tiny_cifar"), ImageClassification)
     assert task_for("spct").score == "overall_accuracy"
+    assert task_for("pct_partseg").score == "instance_miou"
     with pytest.raises(ValueError, match="task must be one of"):
-        make_task("pointcloud_part_segmentation")
+        make_task("object_detection")
 
 
 def test_model_task_reads_the_config() -> None:

@@ -11,7 +11,8 @@ import pytest
 from beyond_attention.commands.train import add_arguments, config_from_args
 from beyond_attention.train import DEFAULT_MODEL, TrainConfig
 
-DATASETS = ("auto", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+DATASETS = ("auto", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder",
+            "procedural-points")
 
 # (group, option, dest, default, const, nargs, choices, metavar, action)
 FLAGS = [
@@ -27,6 +28,10 @@ FLAGS = [
     ("model and data", "--download", "download", False, True, 0, None, None, "store_true"),
     ("model and data", "--cache-dir", "cache_dir", None, None, None, None, None, "store"),
     ("model and data", "--no-cache", "no_cache", False, True, 0, None, None, "store_true"),
+    ("model and data", "--num-points", "num_points", None, None, None, None, "N", "store"),
+    ("model and data", "--crop-size", "crop_size", None, None, None, None, "PX", "store"),
+    ("model and data", "--eval-mode", "eval_mode", "whole", None, None, ("whole", "slide"),
+     None, "store"),
     ("optimisation", "--epochs", "epochs", 1, None, None, None, None, "store"),
     ("optimisation", "--budget-minutes", "budget_minutes", None, None, None, None, "M",
      "store"),
@@ -51,6 +56,8 @@ FLAGS = [
     ("augmentation", "--randaugment", "randaugment", None, (2, 9), "?", None, "N,M", "store"),
     ("augmentation", "--trivialaugment", "trivialaugment", False, True, 0, None, None,
      "store_true"),
+    ("augmentation", "--seg-scale", "seg_scale", (0.5, 2.0), None, 2, None, ("LOW", "HIGH"),
+     "store"),
     ("augmentation", "--mixup", "mixup", 0.0, None, None, None, None, "store"),
     ("augmentation", "--cutmix", "cutmix", 0.0, None, None, None, None, "store"),
     ("run", "--out", "out", None, None, None, None, "DIR", "store"),

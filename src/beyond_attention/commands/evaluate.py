@@ -1,4 +1,6 @@
-"""``beyond-attention evaluate``: top-1, top-5 and per-class accuracy of a checkpoint.
+"""``beyond-attention evaluate``: top-1, top-5 and per-class accuracy of a checkpoint; for
+a segmentation or point-cloud checkpoint, its task's metrics (mIoU and pixel accuracy;
+overall and mean class accuracy; instance and class mIoU) and the per-class table.
 
 The checkpoint's metadata names the model, its classes, input size and normalisation and
 where the run validated, so the checkpoint alone is enough: ``--data``, ``--split``,
@@ -21,8 +23,11 @@ from ..train.evaluate import evaluate_checkpoint
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``evaluate`` command's flags."""
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="model weights (.safetensors), e.g. runs/NAME/best.safetensors")
+    p.add_argument("checkpoint_file", nargs="?", default=None, metavar="CHECKPOINT",
+                   help="model weights (.safetensors), e.g. runs/NAME/best.safetensors "
+                        "(or pass --checkpoint)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="the same as the positional CHECKPOINT")
     p.add_argument("--model", default=None,
                    help="registered model name (default: the one recorded in the checkpoint)")
     p.add_argument("--data", default=None, metavar="PATH",
@@ -42,12 +47,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None,
                    help="decode an image folder of mixed sizes at this size (default: the "
                         "run's --img-size)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decode an image folder afresh, without reading or writing the decode "
+                        "cache")
+    p.add_argument("--eval-mode", default=None, choices=["whole", "slide"],
+                   help="segmentation: whole images or sliding crop-size windows (default: "
+                        "the run's)")
+    p.add_argument("--num-points", type=int, default=None, metavar="N",
+                   help="point clouds: points per cloud (default: the run's)")
     p.add_argument("--download", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+#: The metric names shown per task, and the per-class column.
+_TASK_SHOWN = {
+    "semantic_segmentation": ((("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy"),
+                               ("mean_class_accuracy", "mean class accuracy")), "IoU"),
+    "pointcloud_classification": ((("overall_accuracy", "OA"),
+                                   ("mean_class_accuracy", "mAcc")), "accuracy"),
+    "pointcloud_part_segmentation": ((("instance_miou", "instance mIoU"),
+                                      ("class_miou", "class mIoU"),
+                                      ("point_accuracy", "point accuracy")), "mIoU"),
+}
+
+
 def report(result: dict[str, Any]) -> str:
-    """The result as text: a summary line and a table of per-class top-1."""
+    """The result as text: a summary line and a table of per-class top-1 (or the task's
+    per-class metric)."""
+    if result.get("task") in _TASK_SHOWN:
+        shown, column = _TASK_SHOWN[result["task"]]
+        metrics = "  ".join(f"{label} {result[k]:.2f}%" for k, label in shown)
+        loss = "n/a" if result["loss"] is None else f"{result['loss']:.4f}"
+        head = (f"{result['model']} on {result['dataset']} {result['split']} "
+                f"({result['count']} samples): {metrics}  loss {loss}")
+        rows = [[name, "n/a" if v is None else f"{v:.2f}%"]
+                for name, v in result["per_class"].items()]
+        return head + "\n" + format_table(["class", column], rows)
     head = (f"{result['model']} on {result['dataset']} {result['split']} "
             f"({result['count']} images): top-1 {result['top1']:.2f}%  "
             f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
@@ -58,9 +93,13 @@ def report(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` command."""
+    if (args.checkpoint is None) == (args.checkpoint_file is None):
+        raise ValueError("evaluate needs one checkpoint: pass CHECKPOINT or --checkpoint FILE")
     result = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.model, args.dataset, args.batch_size,
-        args.limit, args.device, args.amp, args.cache_dir, args.download, args.img_size,
+        args.checkpoint or args.checkpoint_file, args.data, args.split, args.model,
+        args.dataset, args.batch_size, args.limit, args.device, args.amp, args.cache_dir,
+        args.download, args.img_size, no_cache=args.no_cache, eval_mode=args.eval_mode,
+        num_points=args.num_points,
     )
     if args.json:
         json.dump(result, sys.stdout, indent=2)

@@ -3,7 +3,12 @@
 Search order for the data of a run:
 
 1. an explicit path (``--data PATH``): a CIFAR python-format directory or archive, a folder
-   of MNIST-style IDX files, an image folder (``SPLIT/CLASS/IMAGE``) or a tar of one;
+   of MNIST-style IDX files, an image folder (``SPLIT/CLASS/IMAGE``) or a tar of one; for
+   the other tasks a segmentation set (Pascal VOC's layout, or ``images/`` + ``masks/``
+   folders, perhaps under split folders), ModelNet40 in HDF5 (``shape_names.txt`` +
+   ``train_files.txt``) or as OFF meshes (``CLASS/train/*.off``), or ShapeNet-Part in HDF5
+   (``train_hdf5_file_list.txt``); ``--dataset procedural-points`` needs no path (the
+   offline set of :mod:`~beyond_attention.data.procedural_points`);
 2. the environment variable ``BEYOND_ATTENTION_DATA``: a directory holding datasets under
    their usual names (``cifar-10-batches-py``, ``fashion-mnist``, ...), or one dataset;
 3. standard places: the ``shared/data`` directory beside this repository's checkout,
@@ -32,7 +37,28 @@ from .folder import folder_splits, is_tar, load_image_folder, source_stem
 from .idx import _FILE_RE, guess_idx_name, idx_splits, load_idx
 
 DATA_ENV = "BEYOND_ATTENTION_DATA"
-DATASET_NAMES = ("auto", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+DATASET_NAMES = ("auto", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder",
+                 "procedural-points")
+PROCEDURAL_POINTS = "procedural-points"
+
+#: The data formats of each kind of task: what a :class:`DataSource`'s ``kind`` holds.
+KIND_TASKS: dict[str, str] = {
+    "cifar": "image_classification", "idx": "image_classification",
+    "folder": "image_classification", "voc": "semantic_segmentation",
+    "maskfolder": "semantic_segmentation", "modelnet_h5": "pointcloud_classification",
+    "modelnet_off": "pointcloud_classification", "procedural": "pointcloud",
+    "shapenet_part_h5": "pointcloud_part_segmentation",
+}
+#: How each kind is described in error messages.
+KIND_NAMES: dict[str, str] = {
+    "cifar": "a CIFAR image-classification set", "idx": "an IDX image-classification set",
+    "folder": "an image-classification folder", "voc": "a VOC-layout segmentation set",
+    "maskfolder": "an images/ + masks/ segmentation set",
+    "modelnet_h5": "a ModelNet40 HDF5 point-cloud set",
+    "modelnet_off": "a ModelNet OFF-mesh point-cloud set",
+    "procedural": "the procedural point-cloud set",
+    "shapenet_part_h5": "a ShapeNet-Part HDF5 part-segmentation set",
+}
 DEFAULT_DATASETS = ("cifar10", "fashion-mnist")
 
 # names a dataset goes by under a data directory, in order of preference
@@ -47,11 +73,22 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class DataSource:
-    """A located dataset: its path, format (``cifar``, ``idx`` or ``folder``) and name."""
+    """A located dataset: its path, format (``cifar``, ``idx`` or ``folder`` for image
+    classification; the others in :data:`KIND_TASKS`) and name."""
 
     path: Path
     kind: str
     name: str
+
+    @property
+    def task(self) -> str:
+        """The task its format serves (:data:`KIND_TASKS`; ``pointcloud`` for the
+        procedural set, which has both class and part labels)."""
+        return KIND_TASKS[self.kind]
+
+    def serves(self, task: str) -> bool:
+        """Whether a model of ``task`` (``ModelConfig.task``) can train on this data."""
+        return self.task == task or (self.task == "pointcloud" and task.startswith("pointcloud"))
 
     def load(self, split: str, img_size: int | None = None,
              cache_dir: str | Path | None = None, cache: bool = True) -> ImageDataset:
@@ -61,6 +98,10 @@ class DataSource:
             return load_cifar(self.path, split)
         if self.kind == "idx":
             return load_idx(self.path, split, name=self.name)
+        if self.kind != "folder":
+            raise DatasetError(f"{self.path} is {KIND_NAMES[self.kind]}, not image "
+                               f"classification data; read it with the task's loader "
+                               f"(beyond_attention.train.task_data.load_split)")
         return load_image_folder(self.path, split, img_size=img_size, cache_dir=cache_dir,
                                  cache=cache, name=self.name)
 
@@ -71,6 +112,8 @@ class DataSource:
             return ["test", "train"]
         if self.kind == "idx":
             return sorted(idx_splits(self.path))
+        if self.kind in KIND_TASKS and self.kind not in ("folder", "cifar", "idx"):
+            return task_splits(self)
         return folder_splits(self.path, cache_dir, img_size)
 
 
@@ -109,6 +152,45 @@ def _cifar_variant_of(path: Path) -> str | None:
     return cifar_variant({p.name for p in root.iterdir() if p.is_file()})
 
 
+def task_splits(source: DataSource) -> list[str]:
+    """The split names of a segmentation or point-cloud source, from its list files."""
+    root = source.path
+    if source.kind == "voc":
+        return sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+    if source.kind == "maskfolder":
+        if (root / "images").is_dir():
+            return ["all"]
+        return sorted(d.name for d in root.iterdir() if (d / "images").is_dir())
+    if source.kind == "modelnet_h5":
+        return [s for s in ("test", "train") if (root / f"{s}_files.txt").is_file()]
+    if source.kind == "shapenet_part_h5":
+        return [s for s in ("test", "train", "val")
+                if (root / f"{s}_hdf5_file_list.txt").is_file()]
+    if source.kind == "modelnet_off":
+        return [s for s in ("test", "train") if any(root.glob(f"*/{s}/*.off"))]
+    return ["test", "train"]  # procedural: drawn with one seed per split
+
+
+def _task_kind(path: Path) -> str | None:
+    """The segmentation or point-cloud format of a directory, or None."""
+    if (path / "ImageSets" / "Segmentation").is_dir() and (path / "SegmentationClass").is_dir():
+        return "voc"
+    if (path / "images").is_dir() and (path / "masks").is_dir():
+        return "maskfolder"
+    if any((d / "images").is_dir() and (d / "masks").is_dir()
+           for d in path.iterdir() if d.is_dir()):
+        return "maskfolder"
+    if (path / "shape_names.txt").is_file() and (path / "train_files.txt").is_file():
+        return "modelnet_h5"
+    if any(path.glob("*_hdf5_file_list.txt")):
+        return "shapenet_part_h5"
+    for d in sorted(path.iterdir())[:8]:
+        if d.is_dir() and any(next((d / s).glob("*.off"), None) is not None
+                              for s in ("train", "test") if (d / s).is_dir()):
+            return "modelnet_off"
+    return None
+
+
 def detect(path: str | Path, dataset: str = "auto") -> DataSource:
     """Recognise the format of the dataset at ``path``.
 
@@ -120,6 +202,9 @@ def detect(path: str | Path, dataset: str = "auto") -> DataSource:
     """
     if dataset not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {dataset!r}")
+    if dataset == PROCEDURAL_POINTS:
+        raise DatasetError("--dataset procedural-points is generated, not read: leave --data "
+                           "out")
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(
@@ -129,8 +214,11 @@ def detect(path: str | Path, dataset: str = "auto") -> DataSource:
     if path.is_file() and _FILE_RE.match(path.name):
         path = path.parent
     named = None if dataset in ("auto", "imagefolder") else dataset
+    task_kind = _task_kind(path) if path.is_dir() and dataset == "auto" else None
     if dataset == "imagefolder":
         found = DataSource(path, "folder", source_stem(path))
+    elif task_kind is not None:
+        return DataSource(path, task_kind, path.name)
     elif path.is_dir() and _cifar_variant_of(path) is not None:
         found = DataSource(cifar_root(path), "cifar", _cifar_variant_of(path) or "")
     elif path.is_dir() and idx_splits(path):
@@ -147,7 +235,7 @@ def detect(path: str | Path, dataset: str = "auto") -> DataSource:
         raise DatasetError(
             f"{path} is not a dataset this library reads: expected a CIFAR python-format "
             f"directory or .tar.gz, a folder of IDX files, an image folder SPLIT/CLASS/IMAGE, "
-            f"or a tar of one"
+            f"a tar of one, or a segmentation / point-cloud folder"
         )
     if named is not None:
         if found.kind == "cifar" and found.name != named:
@@ -192,6 +280,11 @@ def find_dataset(data: str | Path | None = None, dataset: str = "auto", download
     """
     if dataset not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {dataset!r}")
+    if dataset == PROCEDURAL_POINTS:
+        if data is not None:
+            raise DatasetError("--dataset procedural-points is generated, not read: leave "
+                               "--data out")
+        return DataSource(Path(PROCEDURAL_POINTS), "procedural", "procedural-solids")
     if data is not None:
         return detect(data, dataset)
     env = os.environ.get(DATA_ENV)

@@ -137,6 +137,17 @@ class TrainConfig:
     no_cache: bool = setting(False, group=_DATA, action="store_true",
                              help="decode an image folder afresh, without reading or writing "
                                   "the decode cache")
+    num_points: int | None = setting(None, group=_DATA, type=int, metavar="N",
+                                     shown_default="the model's (1024; 2048 for part "
+                                                   "segmentation), at most the data's",
+                                     help="point clouds: points per cloud (the first N)")
+    crop_size: int | None = setting(None, group=_DATA, type=int, metavar="PX",
+                                    shown_default="the model's input size",
+                                    help="segmentation: training crop side (and the sliding "
+                                         "window of --eval-mode slide)")
+    eval_mode: str = setting("whole", group=_DATA, choices=("whole", "slide"),
+                             help="segmentation: validate on whole images (any size) or by "
+                                  "sliding crop-size windows")
 
     # -- optimisation
     epochs: int = setting(1, group=_OPT, help="training epochs")
@@ -191,6 +202,9 @@ class TrainConfig:
         help="RandAugment with N ops of magnitude M (2,9 if no value)")
     trivialaugment: bool = setting(False, group=_AUG, action="store_true", exclusive="policy",
                                    help="TrivialAugment")
+    seg_scale: tuple[float, float] = setting(
+        (0.5, 2.0), group=_AUG, type=float, nargs=2, metavar=("LOW", "HIGH"),
+        convert=tuple, help="segmentation: random rescaling range before the crop")
     mixup: float = setting(0.0, group=_AUG, help="MixUp Beta alpha (0: off)")
     cutmix: float = setting(0.0, group=_AUG, help="CutMix Beta alpha (0: off)")
 
@@ -227,6 +241,7 @@ class TrainConfig:
         """The settings as JSON-ready values (``randaugment`` as a list)."""
         d = asdict(self)
         d["randaugment"] = list(self.randaugment) if self.randaugment else None
+        d["seg_scale"] = list(self.seg_scale)
         return d
 
     @classmethod
@@ -235,4 +250,6 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if d.get("randaugment") is not None:
             d["randaugment"] = tuple(d["randaugment"])
+        if d.get("seg_scale") is not None:
+            d["seg_scale"] = tuple(d["seg_scale"])
         return cls(**d)

@@ -9,6 +9,11 @@ gradient norm; AdamW step; EMA update. Every ``save_every`` steps and at the end
 epoch, rank 0 writes ``last.*``; at the end of each epoch it evaluates, appends a line to
 ``metrics.jsonl`` and keeps ``best.safetensors``; at the end, ``final.json``.
 
+Tasks other than image classification (:mod:`~beyond_attention.train.tasks`, chosen by the
+model's ``config.task``) swap in their data, batches, loss, running metric and evaluation
+(:mod:`~beyond_attention.train.task_data`); the loop, schedule, checkpoints and resuming
+are shared.
+
 Resuming restores the weights, AdamW moments, EMA, scaler, counters and the running sums
 of the epoch in progress, then continues the same epoch's permutation at the saved batch;
 because the generators are reseeded from the step, the continued run draws the same
@@ -41,6 +46,7 @@ from ..io import atomic_write_json
 from . import budget as budget_mod
 from . import distributed as D
 from . import recipe as recipe_mod
+from . import task_data as TD
 from .checkpoint import (
     CheckpointError,
     check_model_name,
@@ -57,7 +63,7 @@ from .interrupt import StopOnSigint, TrainingInterrupted
 from .optim import ModelEma, build_optimizer, lr_at
 from .resume_check import changed_settings, validate_record
 from .run_dir import clear_run, fresh_dir, refuse_existing, run_files
-from .tasks import model_task
+from .tasks import ImageClassification, Task, model_task, task_for
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "amp_dtype", "build_model", "evaluate",
            "norm_stats", "soft_cross_entropy", "step_seed", "train"]
@@ -211,6 +217,7 @@ def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
     With ``no_cache`` an image folder is decoded without reading or writing the decode
     cache."""
     source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
+    TD.check_task_data(ImageClassification.name, source, cfg.model)
     opts = dict(img_size=cfg.img_size, cache_dir=cfg.cache_dir,
                 **_cache_kwargs(source.load, not cfg.no_cache))
     train_set = source.load(cfg.train_split, **opts)
@@ -221,6 +228,22 @@ def _load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
     return train_set.subset(cfg.limit_train), val_set
 
 
+def _load_task_data(cfg: TrainConfig, task: str, num_points: int | None
+                    ) -> tuple[Any, TD.TaskDataset, TD.TaskDataset | None]:
+    """``(source, train split, validation split)`` of a segmentation or point-cloud run."""
+    source = find_dataset(cfg.data, cfg.dataset, cfg.download, cfg.cache_dir)
+    TD.check_task_data(task, source, cfg.model)
+    train_set = TD.load_split(source, cfg.train_split, num_points)
+    val_name = cfg.val_split
+    if val_name is None:
+        splits = source.splits()
+        val_name = "val" if "val" in splits else "test" if "test" in splits else None
+    val_set = None
+    if val_name not in (None, "none"):
+        val_set = TD.subset(TD.load_split(source, val_name, num_points), cfg.limit_val)
+    return source, TD.subset(train_set, cfg.limit_train), val_set
+
+
 @dataclass
 class Run:
     """What :func:`_setup` builds: data, model, optimiser, schedule, and where it writes."""
@@ -228,8 +251,8 @@ class Run:
     cfg: TrainConfig
     info: D.DistInfo
     device: torch.device
-    train_set: ImageDataset
-    val_set: ImageDataset | None
+    train_set: Any  # ImageDataset, or a task's SegmentationDataset / PointCloudDataset
+    val_set: Any
     model: nn.Module
     meta: dict[str, Any]
     n_params: int
@@ -240,11 +263,14 @@ class Run:
     has_aux: bool
     loader: BatchLoader
     val_loader: BatchLoader | None
-    augment: TrainAugment
+    augment: TrainAugment | None
     normalize: Normalize
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    task: Task = dataclasses.field(default_factory=ImageClassification)
+    batches: Any = None  # task_data.ImageBatches or TaskBatches
+    eval_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     out: Path | None = None
     ddp_model: nn.Module | None = None
     watch: LossWatch | None = None
@@ -280,6 +306,9 @@ def _check(cfg: TrainConfig, info: D.DistInfo) -> None:
 def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     """Data (rank 0 first: it may decode and cache an image folder), model, optimiser,
     EMA, scaler, loaders, augmentation and the step schedule."""
+    task_name = _model_config(cfg.model).task
+    if task_name != ImageClassification.name:
+        return _setup_task(cfg, info, task_name)
     device = info.device
     t_data = time.perf_counter()
     if info.is_main:
@@ -320,20 +349,115 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     if val_set is not None:
         val_loader = BatchLoader(val_set, cfg.eval_batch_size or 2 * per_rank, rank=info.rank,
                                  world_size=info.world_size, pad=False)
+    augment = TrainAugment(mean, std, train_set.num_classes, img_size, cfg.crop_padding,
+                           cfg.hflip, cfg.randaugment, cfg.trivialaugment, cfg.mixup,
+                           cfg.cutmix, label_smoothing=cfg.label_smoothing).to(device)
+    label_smoothing = cfg.label_smoothing
     return Run(
         cfg=cfg, info=info, device=device, train_set=train_set, val_set=val_set, model=model,
         meta=meta, n_params=sum(p.numel() for p in model.parameters()), optimizer=optimizer,
         ema=ModelEma(model, cfg.ema) if cfg.ema > 0 else None, dtype=dtype,
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         has_aux=cfg.aux_weight > 0 and callable(getattr(model, "auxiliary_loss", None)),
-        loader=loader, val_loader=val_loader,
-        augment=TrainAugment(mean, std, train_set.num_classes, img_size, cfg.crop_padding,
-                             cfg.hflip, cfg.randaugment, cfg.trivialaugment, cfg.mixup,
-                             cfg.cutmix, label_smoothing=cfg.label_smoothing).to(device),
+        loader=loader, val_loader=val_loader, augment=augment,
         normalize=Normalize(mean, std, img_size).to(device),
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         warmup_steps=min(total_steps, round(cfg.warmup * steps_per_epoch)),
+        batches=TD.ImageBatches(augment, lambda logits, targets: soft_cross_entropy(
+            logits, targets, label_smoothing)),
     )
+
+
+def _model_config(name: str) -> Any:
+    import beyond_attention.models  # noqa: F401  (registers the model families)
+    from beyond_attention.models._registry import get_model_config
+
+    return get_model_config(name)
+
+
+def _setup_task(cfg: TrainConfig, info: D.DistInfo, task_name: str) -> Run:
+    """:func:`_setup` for segmentation and point clouds (:mod:`.task_data`)."""
+    device = info.device
+    config = _model_config(cfg.model)
+    points = task_name.startswith("pointcloud")
+    t_data = time.perf_counter()
+    source, train_set, val_set = _load_task_data(cfg, task_name, cfg.num_points)
+    num_points = (TD.num_points_for(cfg.num_points, config.input_size[-1], train_set)
+                  if points else None)
+    crop = cfg.crop_size or (None if points else config.input_size[-1])
+    _log(f"data: {TD.describe(train_set)}" + (f", val {TD.describe(val_set)}" if val_set
+                                              is not None else "")
+         + f"; loaded in {time.perf_counter() - t_data:.1f} s", info, cfg.quiet)
+    num_outputs = TD.model_outputs(task_name, train_set)
+    kwargs = dict(cfg.model_kwargs)
+    task_kwargs: dict[str, Any] = {"label_smoothing": cfg.label_smoothing}
+    if task_name == "pointcloud_part_segmentation":
+        kwargs.setdefault("num_categories", len(train_set.classes))
+        task_kwargs["category_parts"] = train_set.category_parts
+    task = task_for(cfg.model, **task_kwargs)
+    torch.manual_seed(cfg.seed)
+    import beyond_attention.models  # noqa: F401  (registers the model families)
+    from beyond_attention.models._registry import create_model
+
+    model = create_model(cfg.model, num_classes=num_outputs, in_chans=3,
+                         img_size=None if points else (crop, crop),
+                         drop_path_rate=cfg.drop_path, **kwargs).to(device)
+    mean, std = (tuple(config.mean), tuple(config.std))
+    classes = list(train_set.classes)
+    if task_name == "pointcloud_part_segmentation":
+        classes = list(train_set.extra.get("part_names") or
+                       [f"part{i}" for i in range(num_outputs)])
+    img_size = (3, num_points) if points else (crop, crop)
+    meta = model_metadata(
+        cfg.model, num_outputs, 3, img_size, mean, std, classes, model_kwargs=kwargs,
+        data=str(source.path.resolve()) if source.kind != "procedural" else None,
+        dataset=cfg.dataset, val_split=val_set.split if val_set is not None else None,
+        task=task_name)
+    meta.update(categories=list(train_set.classes) if points else None,
+                category_parts=getattr(train_set, "category_parts", None),
+                num_points=num_points, crop_size=crop, eval_mode=cfg.eval_mode,
+                data_kind=source.kind)
+    per_rank = cfg.batch_size // info.world_size
+    normalize = None if points else TD.seg_normalize(mean, std).to(device)
+    hflip = 0.5 if cfg.hflip is None else cfg.hflip
+    loaders = TD.task_loaders(task, train_set, per_rank, seed=cfg.seed, rank=info.rank,
+                              world_size=info.world_size, workers=cfg.workers,
+                              crop_size=(crop, crop) if crop else (0, 0),
+                              scale=tuple(cfg.seg_scale), flip=hflip > 0,
+                              num_points=num_points or 0, normalize=normalize)
+    loader = loaders.loader
+    _log_dropped(loader, cfg, info)
+    steps_per_epoch = min(len(loader), cfg.max_steps_per_epoch or len(loader))
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    dtype = amp_dtype(cfg.amp, device)
+    cfg = dataclasses.replace(cfg, hflip=hflip)
+    return Run(
+        cfg=cfg, info=info, device=device, train_set=train_set, val_set=val_set, model=model,
+        meta=meta, n_params=sum(p.numel() for p in model.parameters()), optimizer=optimizer,
+        ema=ModelEma(model, cfg.ema) if cfg.ema > 0 else None, dtype=dtype,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        has_aux=cfg.aux_weight > 0 and callable(getattr(model, "auxiliary_loss", None)),
+        loader=loader, val_loader=None, augment=None, normalize=normalize,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        warmup_steps=min(total_steps, round(cfg.warmup * steps_per_epoch)),
+        task=task, batches=loaders.batches,
+        eval_kwargs=dict(batch_size=cfg.eval_batch_size or 2 * per_rank,
+                         num_classes=num_outputs, normalize=normalize, mode=cfg.eval_mode,
+                         window=(crop, crop) if crop else None, num_points=num_points),
+    )
+
+
+def _validate(run: Run) -> dict[str, Any]:
+    """The validation metrics of the epoch's weights ({} without a validation split)."""
+    if run.task.name == ImageClassification.name:
+        return {} if run.val_loader is None else evaluate(
+            run.eval_model(), run.val_loader, run.normalize, run.device,
+            run.train_set.num_classes, run.dtype, run.info)
+    if run.val_set is None:
+        return {}
+    return TD.evaluate_task(run.eval_model(), run.task, run.val_set, run.device,
+                            dtype=run.dtype, info=run.info, **run.eval_kwargs)
 
 
 def dropped_per_epoch(loader: BatchLoader) -> int:
@@ -475,7 +599,9 @@ def _check_resume(run: Run, ckpt: Any, path: Path) -> None:
     validate_record(ckpt, path, steps_per_epoch=run.steps_per_epoch, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
                     warmup_steps=run.warmup_steps, scaler_enabled=run.scaler.is_enabled(),
-                    budget=cfg.budget_minutes is not None)
+                    budget=cfg.budget_minutes is not None,
+                    per_sample=run.task.name in (ImageClassification.name,
+                                                 "pointcloud_classification"))
 
 
 def _open_out(run: Run, resumed: bool, state: dict[str, Any]) -> None:
@@ -522,8 +648,7 @@ def _guard_weights(run: Run, step: int) -> None:
             f"gradients overflowed){kept}; lower --lr or keep --clip-grad on")
 
 
-def _train_step(run: Run, step: int, images: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _train_step(run: Run, step: int, batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimisation step on a batch already on the device; returns the loss, the
     logits and the learning rate."""
     cfg, optimizer = run.cfg, run.optimizer
@@ -531,11 +656,11 @@ def _train_step(run: Run, step: int, images: torch.Tensor,
     lr = _lr(run, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    x, targets = run.augment(images, labels)
+    inputs, targets = run.batches.train_inputs(batch)
     with torch.autocast(run.device.type, dtype=run.dtype or torch.float32,
                         enabled=run.dtype is not None):
-        logits = run.ddp_model(x)
-        loss = soft_cross_entropy(logits, targets, cfg.label_smoothing)
+        logits = run.ddp_model(*inputs)
+        loss = run.batches.loss(logits, targets)
         if run.has_aux:
             loss = loss + cfg.aux_weight * run.model.auxiliary_loss()
     optimizer.zero_grad(set_to_none=True)
@@ -600,7 +725,8 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                     on_step: StepHook | None = None) -> dict[str, Any]:
     """Train ``epoch`` from where ``state`` stands (mid-epoch after a resume).
 
-    Returns ``{"sums": tensor [loss * n, correct, n] over all ranks, "seen": images,
+    Returns ``{"sums": tensor [loss * n, correct, n] over all ranks (n: samples; counted
+    pixels or points for segmentation), "seen": samples,
     "seconds": training time, "step": the last step's index}``. Raises
     :class:`NonFiniteLossError` when the loss stops being finite (checked where the loop
     synchronises anyway) and :class:`TrainingInterrupted` after SIGINT, once the step's
@@ -621,19 +747,17 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                disable=mode != "bar", dynamic_ncols=True, leave=False)
     step = epoch * spe + start
     run.clock.start()
-    for i, (images, labels) in enumerate(run.loader.iter_from(start), start):
+    for i, batch in enumerate(run.loader.iter_from(start), start):
         if i >= spe:
             break
         step = epoch * spe + i
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        loss, logits, lr = _train_step(run, step, images, labels)
-        with torch.no_grad():
-            correct = (logits.argmax(-1) == labels).sum()
-            sums += torch.stack([loss.detach().double() * len(labels), correct.double(),
-                                 torch.tensor(float(len(labels)), dtype=torch.float64,
-                                              device=device)])
-        seen += len(labels) * info.world_size
+        batch = run.batches.to_device(batch, device)
+        loss, logits, lr = _train_step(run, step, batch)
+        with torch.no_grad():  # count: samples (classification), pixels or points counted
+            correct, count = run.batches.hits(logits, batch)
+            count = torch.as_tensor(count, dtype=torch.float64, device=device)
+            sums += torch.stack([loss.detach().double() * count, correct.double(), count])
+        seen += run.batches.samples(batch) * info.world_size
         spent = _budget_spent(run, state)
         shown = (mode == "bar" and (i % 10 == 0 or i + 1 == spe)) or (
             mode == "lines" and (i + 1) % cfg.log_every == 0 and i + 1 < spe)
@@ -645,11 +769,12 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
                 _check_finite(run, s[0], f"at step {step + 1}")
             rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
             loss_s, acc_s = f"{s[0] / s[2]:.4f}", f"{100 * s[1] / s[2]:.2f}"
+            acc_name = "top-1" if run.task.name == ImageClassification.name else "acc"
             if mode == "bar":
                 bar.set_postfix(loss=loss_s, acc=acc_s, img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
             else:
                 _log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe}: loss {loss_s} "
-                     f"top-1 {acc_s}, {rate:.0f} img/s, lr {lr:.2e}", info, cfg.quiet)
+                     f"{acc_name} {acc_s}, {rate:.0f} img/s, lr {lr:.2e}", info, cfg.quiet)
         stop_here = run.stop is not None and run.stop.requested and not info.enabled
         if (cfg.save_every and (step + 1) % cfg.save_every == 0 and i + 1 < spe) or stop_here:
             reduced, stop = _sync(run, sums.clone())
@@ -681,16 +806,24 @@ def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any
     loss_sum, correct, n = stats["sums"].tolist()
     seconds = time.perf_counter() - t_epoch
     state["train_seconds"] += seconds
+    image = run.task.name == ImageClassification.name
+    if image:
+        val_fields = {"val_top1": val.get("top1"), "val_top5": val.get("top5"),
+                      "val_top5_k": val.get("top5_k")}
+    else:  # the task's metrics; train accuracy over counted pixels / points / clouds
+        val_fields = {f"val_{k}": val.get(k) for k in run.task.keys}
     record = {
         "epoch": epoch, "train_loss": loss_sum / max(n, 1),
-        "train_top1": 100 * correct / max(n, 1), "val_loss": val.get("loss"),
-        "val_top1": val.get("top1"), "val_top5": val.get("top5"),
-        "val_top5_k": val.get("top5_k"), "val_count": val.get("count"),
+        "train_top1" if image else "train_accuracy": 100 * correct / max(n, 1),
+        "val_loss": val.get("loss"), **val_fields, "val_count": val.get("count"),
         "lr": _lr(run, stats["step"]),
         "images_per_s": stats["seen"] / max(stats["seconds"], 1e-9), "seconds": seconds,
         "steps": (epoch + 1) * spe,
     }
-    score = val.get("top1", -1.0)
+    # state["best_top1"] holds the best value of the task's score (top-1, mIoU, OA, ...)
+    score = val.get(run.task.score, -1.0)
+    if score != score:  # NaN (nothing counted) never ranks best
+        score = -1.0
     is_best = state["best_top1"] is None or score > state["best_top1"]
     if is_best:
         state["best_top1"] = score
@@ -699,19 +832,26 @@ def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any
             f.write(json.dumps(record) + "\n")
         if is_best:
             save_safetensors(run.out / "best.safetensors", run.eval_model().state_dict(),
-                             {**run.meta, "epoch": epoch, "val_top1": score})
+                             {**run.meta, "epoch": epoch, f"val_{run.task.score}": score})
         _save_last(run, state, epoch + 1, 0, (epoch + 1) * spe, torch.zeros(3))
     state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-    val_msg = (f"val top-1 {val['top1']:.2f} top-{val['top5_k']} {val['top5']:.2f}"
-               if val else "no validation split")
+    if not val:
+        val_msg = "no validation split"
+    elif image:
+        val_msg = f"val top-1 {val['top1']:.2f} top-{val['top5_k']} {val['top5']:.2f}"
+    else:
+        val_msg = "val " + " ".join(f"{k} {val[k]:.2f}" for k in run.task.keys)
+    train_acc = record["train_top1" if image else "train_accuracy"]
     _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
-         f"top-1 {record['train_top1']:.2f}, {val_msg}, {record['images_per_s']:.0f} img/s, "
-         f"{seconds:.1f} s", run.info, cfg.quiet)
+         f"{'top-1' if image else 'acc'} {train_acc:.2f}, {val_msg}, "
+         f"{record['images_per_s']:.0f} img/s, {seconds:.1f} s", run.info, cfg.quiet)
 
 
 def _final(run: Run, state: dict[str, Any], val: dict[str, Any], t_start: float) -> dict:
     """The contents of ``final.json``."""
     cfg, train_set, val_set = run.cfg, run.train_set, run.val_set
+    if run.task.name != ImageClassification.name:
+        return _final_task(run, state, val, t_start)
     return {
         "model": cfg.model, "dataset": train_set.name, "epochs": cfg.epochs,
         "top1": val.get("top1"), "top5": val.get("top5"), "top5_k": val.get("top5_k"),
@@ -724,6 +864,33 @@ def _final(run: Run, state: dict[str, Any], val: dict[str, Any], t_start: float)
         "steps": run.total_steps, "world_size": run.info.world_size, "device": str(run.device),
         "amp": str(run.dtype).replace("torch.", "") if run.dtype else "off",
         "per_class_top1": dict(zip(train_set.classes, val.get("per_class", []), strict=False)),
+        "out": str(run.out), "config": cfg.to_dict(),
+    }
+
+
+def _final_task(run: Run, state: dict[str, Any], val: dict[str, Any], t_start: float) -> dict:
+    """``final.json`` of a segmentation or point-cloud run: the task's metrics by name."""
+    cfg, val_set, task = run.cfg, run.val_set, run.task
+    names = run.meta["classes"] if task.name != "pointcloud_part_segmentation" \
+        else run.meta["categories"]
+    per_class_key = {"semantic_segmentation": "per_class_iou",
+                     "pointcloud_part_segmentation": "per_category_miou"}.get(
+        task.name, "per_class_accuracy")
+    return {
+        "model": cfg.model, "task": task.name, "dataset": run.train_set.name,
+        "epochs": cfg.epochs, **{k: val.get(k) for k in task.keys},
+        "val_loss": val.get("loss"), "score": task.score,
+        f"best_{task.score}": state["best_top1"] if val else None,
+        "params": run.n_params, "train_seconds": state["train_seconds"],
+        "wall_seconds": time.perf_counter() - t_start,
+        "train_samples": len(run.train_set), "val_samples": len(val_set) if val_set else 0,
+        "train_samples_dropped_per_epoch": dropped_per_epoch(run.loader),
+        "val_split": val_set.split if val_set is not None else None,
+        "num_points": run.meta.get("num_points"), "crop_size": run.meta.get("crop_size"),
+        "eval_mode": cfg.eval_mode if task.name == "semantic_segmentation" else None,
+        "steps": run.total_steps, "world_size": run.info.world_size, "device": str(run.device),
+        "amp": str(run.dtype).replace("torch.", "") if run.dtype else "off",
+        per_class_key: dict(zip(names, val.get("per_class", []), strict=False)),
         "out": str(run.out), "config": cfg.to_dict(),
     }
 
@@ -780,9 +947,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict
             t_epoch = time.perf_counter()
             stats = train_one_epoch(run, state, epoch, on_step)
             steps_done = stats["step"] + 1
-            val = {} if run.val_loader is None else evaluate(
-                run.eval_model(), run.val_loader, run.normalize, run.device,
-                run.train_set.num_classes, run.dtype, info)
+            val = _validate(run)
             _end_epoch(run, state, epoch, stats, val, t_epoch)
             if epoch + 1 < cfg.epochs and _sync(run, torch.zeros(3, dtype=torch.float64,
                                                                  device=run.device))[1]:

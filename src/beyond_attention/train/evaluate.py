@@ -1,4 +1,6 @@
-"""Top-1, top-5 and per-class accuracy of a saved checkpoint: :func:`evaluate_checkpoint`.
+"""Top-1, top-5 and per-class accuracy of a saved checkpoint: :func:`evaluate_checkpoint`;
+for a segmentation or point-cloud checkpoint (its metadata records the task) the task's
+metrics instead (:func:`evaluate_task_checkpoint`).
 
 The checkpoint is a safetensors file of model weights (``best.safetensors`` or
 ``last.safetensors`` of a training run); the metadata stored with it names the model, its
@@ -16,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..data import BatchLoader, Normalize, find_dataset
+from ..data.find import PROCEDURAL_POINTS
 from . import distributed as D
+from . import task_data as TD
 from .checkpoint import CheckpointError, check_model_name
 from .engine import amp_dtype, evaluate
+from .tasks import ImageClassification, make_task
 
 #: The split evaluated when neither the caller nor the checkpoint names one.
 FALLBACK_SPLIT = "test"
@@ -74,13 +79,18 @@ def evaluate_checkpoint(
     cache_dir: str | None = None,
     download: bool = False,
     img_size: int | None = None,
+    no_cache: bool = False,
+    eval_mode: str | None = None,
+    num_points: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a weights file on one split.
 
     ``data``, ``split``, ``dataset`` and ``img_size`` default to what the checkpoint
     records (:func:`evaluation_defaults`); ``img_size`` is for image folders of mixed
     sizes: decode them resized to this size, as the training run did with ``--img-size``.
-    Other arguments as the command's flags.
+    ``no_cache`` decodes an image folder without the decode cache. A segmentation or
+    point-cloud checkpoint goes to :func:`evaluate_task_checkpoint` (``eval_mode``,
+    ``num_points``). Other arguments as the command's flags.
 
     Returns:
         ``{"model", "checkpoint", "dataset", "split", "count", "loss", "top1", "top5",
@@ -97,10 +107,16 @@ def evaluate_checkpoint(
         raise CheckpointError(f"{checkpoint} does not record its model: pass --model NAME")
     if model is not None:
         check_model_name(model, recorded["model"], checkpoint)
+    if recorded.get("task") not in (None, ImageClassification.name):
+        return evaluate_task_checkpoint(checkpoint, recorded, data, split, dataset, batch_size,
+                                        limit, device, amp, cache_dir, download, eval_mode,
+                                        num_points)
     data, split, dataset, img_size = evaluation_defaults(recorded, data, split, dataset,
                                                          img_size)
     source = find_dataset(data, dataset, download, cache_dir)
-    ds = source.load(split, img_size=img_size, cache_dir=cache_dir).subset(limit)
+    TD.check_task_data(ImageClassification.name, source, recorded["model"] or str(model))
+    ds = source.load(split, img_size=img_size, cache_dir=cache_dir,
+                     cache=not no_cache).subset(limit)
     num_classes = recorded["num_classes"]
     if num_classes is not None and int(num_classes) != ds.num_classes:
         raise CheckpointError(
@@ -126,4 +142,61 @@ def evaluate_checkpoint(
         "split": split, "count": result["count"], "loss": result["loss"],
         "top1": result["top1"], "top5": result["top5"],
         "per_class": dict(zip(ds.classes, result["per_class"], strict=True)),
+    }
+
+
+def evaluate_task_checkpoint(
+    checkpoint: str | Path, recorded: dict[str, Any], data: str | Path | None, split: str | None,
+    dataset: str, batch_size: int, limit: int | None, device: str, amp: str,
+    cache_dir: str | None, download: bool, eval_mode: str | None, num_points: int | None,
+) -> dict[str, Any]:
+    """The task's metrics of a segmentation or point-cloud checkpoint on one split.
+
+    Data, split, evaluation mode (segmentation) and points per cloud default to the run's
+    record; the data must be of the checkpoint's task and carry its class (category) names.
+
+    Returns:
+        ``{"model", "task", "checkpoint", "dataset", "split", "count", "loss", the task's
+        metrics (percent), "score", "per_class": {name: IoU / accuracy / category mIoU}}``.
+    """
+    from ..inference import load_for_inference
+
+    task_name = recorded["task"]
+    if data is None and recorded.get("data_kind") == "procedural" and dataset == "auto":
+        dataset = PROCEDURAL_POINTS
+    data, split, dataset, _ = evaluation_defaults(recorded, data, split, dataset, None)
+    source = find_dataset(data, dataset, download, cache_dir)
+    TD.check_task_data(task_name, source, recorded["model"])
+    n_points = num_points or recorded.get("num_points")
+    ds = TD.subset(TD.load_split(source, split, n_points), limit)
+    part_seg = task_name == "pointcloud_part_segmentation"
+    names = recorded.get("categories") if part_seg else recorded["classes"]
+    if names:
+        check_class_names(names, list(ds.classes), checkpoint, f"{source.path} split {split!r}")
+    if part_seg and recorded.get("category_parts") not in (None, ds.category_parts):
+        raise CheckpointError(f"{checkpoint} was trained on other part labels per category "
+                              f"than {source.path} has")
+    dev = D.resolve_device(device)
+    net, meta = load_for_inference(checkpoint, recorded["model"], dev)
+    num_classes = TD.model_outputs(task_name, ds)
+    if num_classes != meta["num_classes"]:
+        raise CheckpointError(f"{checkpoint} predicts {meta['num_classes']} labels but "
+                              f"{source.path} split {split!r} has {num_classes}")
+    task = make_task(task_name, **({"category_parts": ds.category_parts} if part_seg else {}))
+    crop = recorded.get("crop_size")
+    normalize = None
+    if task_name == "semantic_segmentation":
+        normalize = TD.seg_normalize(meta["mean"], meta["std"]).to(dev)
+    result = TD.evaluate_task(
+        net, task, ds, dev, batch_size=batch_size, num_classes=num_classes,
+        dtype=amp_dtype(amp, dev), normalize=normalize,
+        mode=eval_mode or recorded.get("eval_mode") or "whole",
+        window=(crop, crop) if crop else None,
+        num_points=n_points if task_name.startswith("pointcloud") else None)
+    per_class = result.pop("per_class")
+    shown = names or [str(i) for i in range(len(per_class))]
+    return {
+        "model": meta["model"], "task": task_name, "checkpoint": str(checkpoint),
+        "dataset": ds.name, "split": split, **result, "score": task.score,
+        "per_class": dict(zip(shown, per_class, strict=True)),
     }

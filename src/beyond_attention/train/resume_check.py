@@ -27,7 +27,7 @@ from .optim import lr_at
 #: Settings a resume may change: they do not alter the optimisation.
 MAY_CHANGE = frozenset({
     "data", "download", "cache_dir", "no_cache", "workers", "threads", "device", "quiet",
-    "log_every", "save_every", "out", "resume", "overwrite", "eval_batch_size",
+    "log_every", "save_every", "out", "resume", "overwrite", "eval_batch_size", "eval_mode",
 })
 
 
@@ -54,7 +54,8 @@ def _is_num(v: Any) -> bool:
 
 def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int, epochs: int,
                     batch_size: int, lr: float, min_lr: float, warmup_steps: int,
-                    scaler_enabled: bool, budget: bool = False) -> None:
+                    scaler_enabled: bool, budget: bool = False,
+                    per_sample: bool = True) -> None:
     """Check the record of a loaded checkpoint; raise :class:`CheckpointError` listing
     every problem found.
 
@@ -69,6 +70,8 @@ def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int,
         budget: a wall-clock budget run: its length is set by time, not by ``epochs``, and
             its learning rate by the training seconds, so neither bound nor the saved
             learning rate is checked against the step schedule.
+        per_sample: the running sums count samples (classification); False when they
+            count pixels or points (segmentation), a number the batches alone do not fix.
     """
     problems: list[str] = []
     info = ckpt.info
@@ -102,7 +105,8 @@ def validate_record(ckpt: Checkpoint, path: str | Path, *, steps_per_epoch: int,
     sums = state.get("sums")
     if not (isinstance(sums, list) and len(sums) == 3 and all(_is_num(s) for s in sums)):
         problems.append(f"state.sums is {sums!r}, expected 3 finite numbers")
-    elif _is_int(in_epoch) and not (sums[2] == in_epoch * batch_size and 0 <= sums[1] <= sums[2]):
+    elif _is_int(in_epoch) and not ((sums[2] == in_epoch * batch_size or not per_sample)
+                                    and 0 <= sums[1] <= sums[2]):
         problems.append(f"state.sums {sums} do not count {in_epoch} batches of {batch_size} "
                         f"images")
     if _is_int(step) and 0 <= step <= total and not budget:

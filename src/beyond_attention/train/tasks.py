@@ -9,6 +9,10 @@ A task is chosen by the model's config (``ModelConfig.task``, :func:`task_for`):
   cross-entropy; overall accuracy and mean class accuracy (PCT Table 1's OA and mAcc).
 - ``semantic_segmentation``: pixel-wise cross-entropy with the ignore label (255, Pascal
   VOC's border label); mIoU and pixel accuracy from a confusion matrix.
+- ``pointcloud_part_segmentation``: per-point cross-entropy over the part labels, the
+  model called as ``model(x, category)``; instance-averaged and class-averaged mIoU over
+  each category's parts (the ShapeNet-Part convention of PointNet, arXiv:1612.00593,
+  Sec. 5.1, followed by PCT, arXiv:2012.09688, Table 4) and point accuracy.
 
 Every task has the same four calls: ``augment(x, y, generator)``, ``loss(logits, y)``,
 ``meter(num_classes, device)`` (``update(logits, y)``, ``summary()``) and ``score``, the
@@ -17,6 +21,7 @@ summary key that ranks checkpoints (higher is better).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -24,12 +29,14 @@ import torch.nn.functional as F
 
 from ..data.point_augment import PointAugment
 from ..models._registry import get_model_config
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, shape_part_iou
 
 __all__ = [
     "IGNORE_INDEX",
     "ImageClassification",
+    "PartSegMeter",
     "PointCloudClassification",
+    "PointCloudPartSegmentation",
     "SemanticSegmentation",
     "Task",
     "TaskMeter",
@@ -41,22 +48,49 @@ __all__ = [
 IGNORE_INDEX = 255
 
 
+#: Sums a tensor over the processes in place (``distributed.all_reduce_sum``).
+Reduce = Callable[[torch.Tensor], Any]
+
+
 class TaskMeter:
-    """Accumulates a confusion matrix over batches and reads the task's metrics from it."""
+    """Accumulates a confusion matrix over batches and reads the task's metrics from it.
+
+    The loss is averaged with the weight given with each batch (the batch size by default;
+    the counted pixels or points for a per-pixel mean), ``count`` is the samples seen.
+    """
 
     def __init__(self, num_classes: int, device: torch.device | str, ignore_index: int | None,
                  keys: tuple[str, ...]) -> None:
         self.cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
         self.keys = keys
-        self.loss_sum, self.count = 0.0, 0
+        self.loss_sum, self.weight, self.count = 0.0, 0.0, 0
 
     def update(self, logits: torch.Tensor, target: torch.Tensor,
-               loss: torch.Tensor | None = None) -> None:
-        """Add a batch: logits (B, K, ...) and labels (B, ...); ``loss`` the batch mean."""
+               loss: torch.Tensor | None = None, weight: float | None = None,
+               category: torch.Tensor | None = None) -> None:
+        """Add a batch: logits (B, K, ...) and labels (B, ...); ``loss`` the batch mean,
+        ``weight`` what it averages over (default B); ``category`` is unused here."""
         self.cm.update(logits, target)
+        self.count += target.shape[0]
         if loss is not None:
-            self.loss_sum += float(loss) * target.shape[0]
-            self.count += target.shape[0]
+            w = float(target.shape[0] if weight is None else weight)
+            self.loss_sum += float(loss) * w
+            self.weight += w
+
+    def all_reduce(self, reduce: Reduce) -> None:
+        """Sum the accumulated counts over processes (every process calls it)."""
+        reduce(self.cm.matrix)
+        sums = torch.tensor([self.loss_sum, self.weight, float(self.count)],
+                            dtype=torch.float64, device=self.cm.matrix.device)
+        reduce(sums)
+        self.loss_sum, self.weight, count = sums.tolist()
+        self.count = int(count)
+
+    def per_class(self) -> list[float | None]:
+        """Per-class IoU (segmentation) or accuracy (classification), percent; None for a
+        class that does not occur."""
+        values = self.cm.iou() if "miou" in self.keys else self.cm.class_accuracy()
+        return [None if v != v else 100 * v for v in values.tolist()]
 
     def summary(self) -> dict[str, Any]:
         """The task's metrics (percentages), the mean loss and the counted samples."""
@@ -67,11 +101,68 @@ class TaskMeter:
             "mean_class_accuracy": 100 * cm.mean_class_accuracy(),
             "miou": 100 * cm.miou(),
             "pixel_accuracy": 100 * cm.pixel_accuracy(),
+            "point_accuracy": 100 * cm.pixel_accuracy(),
         }
         out: dict[str, Any] = {k: values[k] for k in self.keys}
-        out["loss"] = self.loss_sum / self.count if self.count else None
+        out["loss"] = self.loss_sum / self.weight if self.weight else None
         out["count"] = self.count
         return out
+
+
+class PartSegMeter(TaskMeter):
+    """Part-segmentation metrics: per-shape part IoU (:func:`shape_part_iou`, a part absent
+    from prediction and target counts 1), averaged over all shapes (instance mIoU) and per
+    category then over the categories present (class mIoU), plus point accuracy.
+
+    ``update`` needs the ``category`` (B,) of each shape; logits (B, P, N) are restricted
+    to the category's parts before the argmax (for the point accuracy too), as the metric
+    is usually computed.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str,
+                 category_parts: list[list[int]]) -> None:
+        super().__init__(num_classes, device, None, ("point_accuracy",))
+        self.category_parts = category_parts
+        # per category: sum of shape IoUs, number of shapes
+        self.shape_sums = torch.zeros(2, len(category_parts), dtype=torch.float64,
+                                      device=device)
+        self.allowed = torch.zeros(len(category_parts), num_classes, dtype=torch.bool,
+                                   device=device)
+        for c, parts in enumerate(category_parts):
+            self.allowed[c, parts] = True
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor,
+               loss: torch.Tensor | None = None, weight: float | None = None,
+               category: torch.Tensor | None = None) -> None:
+        if category is None:
+            raise ValueError("part segmentation metrics need the category (B,) of each shape")
+        allowed = self.allowed.to(logits.device)[category.long()].unsqueeze(-1)  # (B, P, 1)
+        pred = logits.detach().masked_fill(~allowed, float("-inf")).argmax(1)
+        super().update(pred, target, loss, weight)
+        iou = shape_part_iou(pred, target, category, self.category_parts)
+        cat = category.to(self.shape_sums.device).long()
+        self.shape_sums[0].index_add_(0, cat, iou.to(self.shape_sums.device))
+        self.shape_sums[1].index_add_(0, cat, torch.ones_like(iou).to(self.shape_sums.device))
+
+    def all_reduce(self, reduce: Reduce) -> None:
+        super().all_reduce(reduce)
+        reduce(self.shape_sums)
+
+    def per_class(self) -> list[float | None]:
+        """Per-category mIoU, percent (None for a category without shapes)."""
+        sums, counts = self.shape_sums.tolist()
+        return [100 * s / n if n else None for s, n in zip(sums, counts, strict=True)]
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        sums, counts = self.shape_sums
+        n = float(counts.sum())
+        present = counts > 0
+        out["instance_miou"] = 100 * float(sums.sum()) / n if n else float("nan")
+        out["class_miou"] = (100 * float((sums[present] / counts[present]).mean())
+                             if bool(present.any()) else float("nan"))
+        return {k: out[k] for k in ("instance_miou", "class_miou", "point_accuracy", "loss",
+                                    "count")}
 
 
 class Task:
@@ -148,8 +239,33 @@ class SemanticSegmentation(Task):
     ignore_index = IGNORE_INDEX
 
 
+class PointCloudPartSegmentation(PointCloudClassification):
+    """Clouds (B, 3, N) and their category (B,) -> per-point logits (B, P, N) against part
+    labels (B, N); ``model(x, category)``. Instance and class mIoU (:class:`PartSegMeter`)
+    and point accuracy; ``category_parts`` lists each category's part labels.
+
+    ``augment`` is PCT's scaling and translation, as for classification.
+    """
+
+    name = "pointcloud_part_segmentation"
+    score = "instance_miou"
+    keys = ("instance_miou", "class_miou", "point_accuracy")
+
+    def __init__(self, label_smoothing: float = 0.0, rotate: bool = False,
+                 category_parts: list[list[int]] | None = None) -> None:
+        super().__init__(label_smoothing, rotate)
+        self.category_parts = category_parts
+
+    def meter(self, num_classes: int, device: torch.device | str = "cpu") -> TaskMeter:
+        if self.category_parts is None:
+            raise ValueError("part segmentation metrics need category_parts (the part labels "
+                             "of each category)")
+        return PartSegMeter(num_classes, device, self.category_parts)
+
+
 _TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (ImageClassification, PointCloudClassification, SemanticSegmentation)
+    t.name: t for t in (ImageClassification, PointCloudClassification, SemanticSegmentation,
+                        PointCloudPartSegmentation)
 }
 
 
