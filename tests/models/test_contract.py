@@ -230,3 +230,21 @@ def test_models_help_documents_the_substring_rule(capsys):
     with pytest.raises(SystemExit):
         main(["models", "--help"])
     assert "substring" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_cifar", "pct_ea_partseg"])
+def test_an_argument_the_family_does_not_take_is_named(name):
+    with pytest.raises(ValueError, match=rf"model {name} takes no argument 'samplez'"):
+        create_model(name, samplez=[128, 64])
+
+
+def test_a_type_error_inside_a_constructor_is_not_renamed(monkeypatch):
+    from beyond_attention.models import _registry
+
+    def broken(**kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setitem(_registry._MODELS, "broken_cifar",
+                        (broken, _registry._MODELS["vit_tiny_cifar"][1]))
+    with pytest.raises(TypeError, match="unsupported operand"):
+        create_model("broken_cifar")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -224,8 +225,8 @@ def create_model(
     if config.task in POINTCLOUD_TASKS:
         if img_size is not None:
             raise ValueError(f"img_size is for image models; {name} is a {config.task} model")
-        model = fn(num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate,
-                   **kwargs)
+        model = _build(fn, name, num_classes=num_classes, in_chans=in_chans,
+                       drop_path_rate=drop_path_rate, **kwargs)
     else:
         if img_size is None:
             img_size = config.input_size[1:]
@@ -235,18 +236,26 @@ def create_model(
             img_size = to_2tuple(tuple(int(s) for s in img_size), "img_size")
         except (TypeError, ValueError):
             raise ValueError(f"img_size must be a positive int or (H, W), got {img_size}") from None
-        model = fn(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            img_size=img_size,
-            drop_path_rate=drop_path_rate,
-            **kwargs,
-        )
+        model = _build(fn, name, num_classes=num_classes, in_chans=in_chans,
+                       img_size=img_size, drop_path_rate=drop_path_rate, **kwargs)
     fixed = getattr(model, "fixed_input_size", config.fixed_input_size)
     if fixed != config.fixed_input_size:
         config = dataclasses.replace(config, fixed_input_size=bool(fixed))
     model.config = config
     return model
+
+
+def _build(fn: Callable[..., nn.Module], name: str, **kwargs: Any) -> nn.Module:
+    """``fn(**kwargs)``, with an argument the family does not take named in a ValueError
+    (a command line's ``--model-arg``), not a TypeError from deep inside a constructor."""
+    try:
+        return fn(**kwargs)
+    except TypeError as e:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if match is None:
+            raise
+        raise ValueError(f"model {name} takes no argument {match.group(1)!r} (given as "
+                         f"{match.group(1)}={kwargs.get(match.group(1))!r})") from None
 
 
 def example_input(
