@@ -137,3 +137,21 @@ def test_undecodable_image_is_named_and_nothing_is_printed(checkpoint, tmp_path,
         find_images([tmp_path / "missing.png"])
     with pytest.raises(InferenceError, match="matches no files"):
         find_images([str(tmp_path / "*.gif")])
+
+
+def test_predict_refuses_a_point_cloud_checkpoint_before_reading_images(tmp_path, capsys):
+    from beyond_attention import create_model
+    from beyond_attention.train.checkpoint import model_metadata, save_safetensors
+
+    torch.manual_seed(0)
+    model = create_model("spct", num_classes=3)
+    meta = model_metadata("spct", 3, 3, (3, 64), [0.0], [1.0], ["a", "b", "c"],
+                          task="pointcloud_classification")
+    path = tmp_path / "points.safetensors"
+    save_safetensors(path, model.state_dict(), meta)
+    argv = ["predict", str(path), str(tmp_path / "missing.png")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: predict ranks the classes of image-classification "
+                        r"checkpoints; .*points\.safetensors is a pointcloud_classification "
+                        r"checkpoint .*evaluate.*\n", err)

@@ -45,9 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise ValueError(f"--topk and --batch-size must be >= 1, got {args.topk} and "
                          f"{args.batch_size}")
-    paths = find_images(args.images)
     model, meta = load_for_inference(args.checkpoint, args.model,
                                      D.resolve_device(args.device))
+    task = model.config.task
+    if task != "image_classification":
+        raise ValueError(f"predict ranks the classes of image-classification checkpoints; "
+                         f"{meta['weights']} is a {task} checkpoint (`beyond-attention "
+                         f"evaluate CHECKPOINT --data PATH` gives its metrics)")
+    paths = find_images(args.images)
     rows = predict(model, meta, paths, args.topk, args.batch_size)
     if args.json:
         json.dump({"model": meta["model"], "checkpoint": meta["weights"], "predictions": rows},
