@@ -7,7 +7,9 @@
 #   lanes: seg4, seg8 (segmentation, 4 / 8 minutes per model), seg2ep (2 epochs each,
 #          the three at once: the same data whatever the load), points512 (512 points,
 #          3 minutes), points256 (256 points, 4 minutes, PCT's neighbour embedding reduced
-#          to 128 and 64 samples of 16 neighbours); default: all, two at a time.
+#          to 128 and 64 samples of 16 neighbours), partseg512 (part segmentation of the
+#          procedural solids' 16 parts, 512 points, 4 minutes, the two models at once);
+#          default: all, two at a time.
 set -euo pipefail
 fashion=${1:-../shared/data/fashion-mnist}
 out=${2:-runs/tasks}
@@ -53,9 +55,18 @@ points256() {
       "${extra[@]}" --out "$out/points256-$m" --overwrite
   done
 }
+partseg512() {
+  for m in pct_partseg pct_ea_partseg; do
+    beyond-attention train --model "$m" --dataset procedural-points --num-points 512 \
+      --batch-size 16 --budget-minutes 4 --limit-val 0 --threads 1 --log-every 20 \
+      --out "$out/partseg-$m" --overwrite > "$out/partseg-$m.log" 2>&1 &
+  done
+  wait
+}
 if [ ${#lanes[@]} -eq 0 ]; then
   seg4 > "$out/seg.log" 2>&1 & points512 > "$out/points.log" 2>&1 & wait
   seg8 > "$out/seg8.log" 2>&1 & points256 > "$out/points256.log" 2>&1 & wait
+  partseg512 > "$out/partseg512.log" 2>&1
 else
   for lane in "${lanes[@]}"; do "$lane" > "$out/$lane.log" 2>&1 & done
   wait
