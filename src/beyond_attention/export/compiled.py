@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .onnx import Inputs, as_inputs, input_spec
+
 
 @dataclass
 class Agreement:
@@ -69,23 +71,28 @@ def check_compile_training(model: nn.Module, x: torch.Tensor, labels: torch.Tens
     if missing:
         raise AssertionError(f"compiled and eager disagree on which parameters get a "
                              f"gradient: {missing[:5]}")
-    return Agreement(_max_diff(got.detach(), ref.detach()), float(ref.abs().max()), grad)
+    return Agreement(_max_diff(got.detach(), ref.detach()), float(ref.detach().abs().max()),
+                     grad)
 
 
-def export_program(model: nn.Module, x: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export.export`` of ``model`` (eval mode) with a dynamic batch axis."""
+def export_program(model: nn.Module, inputs: Inputs) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of ``model`` (eval mode) at ``inputs`` (what its task takes,
+    :func:`~beyond_attention.export.onnx.input_spec`) with a dynamic batch axis, and a
+    dynamic point axis for point clouds."""
+    spec = input_spec(model)
+    inputs = as_inputs(inputs)
+    spec.check(inputs)
     model.eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        return torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        return torch.export.export(model, inputs, dynamic_shapes=spec.dynamic_shapes())
 
 
-def check_torch_export(model: nn.Module, x: torch.Tensor, other: torch.Tensor | None = None
+def check_torch_export(model: nn.Module, x: Inputs, other: Inputs | None = None
                        ) -> Agreement:
     """Eager vs the exported program, on ``other`` (a batch of another size) if given."""
     program = export_program(model, x)
-    inputs = x if other is None else other
+    inputs = as_inputs(x if other is None else other)
     with torch.no_grad():
-        ref = model(inputs)
-        got = program.module()(inputs)
+        ref = model(*inputs)
+        got = program.module()(*inputs)
     return Agreement(_max_diff(got, ref), float(ref.abs().max()))
