@@ -68,7 +68,7 @@ def farthest_point_sample(
     b, n, _ = xyz.shape
     device = xyz.device
     points = xyz.detach().float() if xyz.dtype in (torch.float16, torch.bfloat16) else xyz.detach()
-    idx = torch.empty(b, num_samples, dtype=torch.long, device=device)
+    picked = []  # stacked at the end: an exported graph then has no per-step copy of idx
     if start is None:
         current = torch.zeros(b, dtype=torch.long, device=device)
     else:
@@ -80,13 +80,13 @@ def farthest_point_sample(
         current = start.to(device)
     nearest = torch.full((b, n), float("inf"), dtype=points.dtype, device=device)
     batch = torch.arange(b, device=device)
-    for i in range(num_samples):
-        idx[:, i] = current
+    for _ in range(num_samples):
+        picked.append(current)
         centre = points[batch, current].unsqueeze(1)  # (B, 1, 3)
         dist = (points - centre).square().sum(-1)  # (B, N)
         nearest = torch.minimum(nearest, dist)
         current = nearest.argmax(dim=1)
-    return idx
+    return torch.stack(picked, dim=1)
 
 
 def knn(
