@@ -5,10 +5,17 @@ exports every registered model with a dynamic batch axis. The TorchScript export
 (``dynamo=False``) fails on two of the small models (LaViT's adaptive pooling to a traced
 size, and a batch size frozen into a ``cat`` of EAMLP), so it is not used.
 
+Inputs follow the model's task (:func:`input_spec`): ``images`` (B, C, H, W); point clouds
+``points`` (B, C, N) with a dynamic point axis too; part segmentation ``points`` and
+``category`` (B,) int64, the object category (PCT Sec. 3.4).
+
 The custom autograd Functions (external attention's double normalisation, the lambda
 layer's correlations) take a plain-ops branch while exporting
 (``torch.compiler.is_exporting()``); it computes the same formula, and training never
-takes it.
+takes it. So does the kNN search of the point models (ONNX has no ``cdist``). Checks on
+input values (finite coordinates, category range) are skipped while tracing. Farthest
+point sampling is unrolled: one step per sampled centre, so the export time of PCT's
+neighbour embedding grows quickly with the centres (512 + 256 by default).
 
 Parity: the exported graph runs in onnxruntime (CPU) on inputs of a batch size other than
 the one traced (so the dynamic axis is exercised), and the largest absolute difference
@@ -143,7 +150,13 @@ def as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
 
 
 def onnx_bytes(model: nn.Module, example: Inputs, opset: int = DEFAULT_OPSET) -> bytes:
-    """Export ``model`` (in eval mode) traced at ``example`` to a serialised ONNX model.
+    """:func:`onnx_program` serialised."""
+    return onnx_program(model, example, opset).model_proto.SerializeToString()
+
+
+def onnx_program(model: nn.Module, example: Inputs, opset: int = DEFAULT_OPSET) -> Any:
+    """Export ``model`` (in eval mode) traced at ``example`` to an ``ONNXProgram`` (its
+    ``model_proto`` the ONNX model, its ``exported_program`` the ``torch.export`` one).
 
     ``example`` is what the model's task takes (:func:`input_spec`): images (B, C, H, W);
     points (B, C, N); or (points, category (B,) int64) for part segmentation. The batch
@@ -171,7 +184,7 @@ def onnx_bytes(model: nn.Module, example: Inputs, opset: int = DEFAULT_OPSET) ->
     except Exception as e:  # the exporter raises many types; keep the first line of each
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first}") from e
-    return program.model_proto.SerializeToString()
+    return program
 
 
 def onnx_session(model_bytes: bytes | str | Path, threads: int | None = None) -> Any:

@@ -99,30 +99,40 @@ def measure_export(name: str, repeats: int = 5) -> list[str]:
     import beyond_attention.models  # noqa: F401
     from beyond_attention.models._registry import create_model
 
-    from .compiled import check_torch_export
-    from .onnx import DEFAULT_OPSET, ExportError, export_onnx, onnx_bytes, onnx_feed, onnx_session
+    from .onnx import (
+        DEFAULT_OPSET,
+        ExportError,
+        check_parity,
+        onnx_feed,
+        onnx_program,
+        onnx_session,
+    )
 
     torch.manual_seed(0)
     model = create_model(name).eval()
     gen = torch.Generator().manual_seed(0)
     row = [name, _describe_input(name)]
-    try:
-        result = export_onnx(model, None, _model_inputs(name, 3, gen))
+    try:  # one export: its ONNX model for parity and latency, its torch.export program
+        t0 = time.perf_counter()
+        program = onnx_program(model, _model_inputs(name, 2, gen))
+        seconds = time.perf_counter() - t0
     except ExportError as e:
         return [*row, "no", str(DEFAULT_OPSET), "", "", "", "", "", "", "", str(e)[:80]]
+    data = program.model_proto.SerializeToString()
+    parity = check_parity(model, data, _model_inputs(name, 3, gen))
     batch = _latency_batch(name)
-    session = onnx_session(onnx_bytes(model, _model_inputs(name, 2, gen)), threads=1)
+    session = onnx_session(data, threads=1)
     x = _model_inputs(name, batch, gen)
     feed = onnx_feed(session, x)
     with torch.no_grad():
         t_ort, t_torch = _interleaved_ms([lambda: session.run(None, feed), lambda: model(*x)],
                                          repeats)
-    exported = check_torch_export(model, _model_inputs(name, 2, gen), _model_inputs(name, 5, gen))
-    rel = result.parity.max_abs_diff / max(result.parity.max_abs_ref, 1e-12)
-    return [*row, "yes", str(result.opset), fmt_bytes(result.size_bytes),
-            f"{result.export_seconds:.0f}",
-            f"{result.parity.max_abs_diff:.2g} (rel {rel:.1g})", f"{t_ort:.1f}",
-            f"{t_torch:.1f}", str(batch), f"{exported.output:.2g}", ""]
+        other = _model_inputs(name, 5, gen)
+        exported = _max_diff(program.exported_program.module()(*other), model(*other))
+    rel = parity.max_abs_diff / max(parity.max_abs_ref, 1e-12)
+    return [*row, "yes" if parity.ok else "parity fails", str(DEFAULT_OPSET),
+            fmt_bytes(len(data)), f"{seconds:.0f}", f"{parity.max_abs_diff:.2g} (rel {rel:.1g})",
+            f"{t_ort:.1f}", f"{t_torch:.1f}", str(batch), f"{exported:.2g}", ""]
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
@@ -268,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows[name] = _child_row(name, args.compile, args.timeout, headers)
         print(" | ".join(rows[name]), flush=True)
-        if out is not None:
+        if out is not None:  # rows another run wrote meanwhile are kept
+            text = out.read_text() if out.exists() else ""
+            rows = {**_read_rows(text, kind, len(headers)), name: rows[name]}
             order = [n for n in list_models() if n in rows] + [n for n in rows
                                                                if n not in list_models()]
             table = format_table(headers, [rows[n] for n in order], markdown=True)
-            text = _splice(out.read_text() if out.exists() else "", kind, table)
+            text = _splice(text, kind, table)
             atomic_write_bytes(out, text.encode())
     if out is None:
         print(format_table(headers, [rows[n] for n in names], markdown=True))
