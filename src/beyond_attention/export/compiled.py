@@ -54,15 +54,19 @@ def check_compile_inference(model: nn.Module, x: torch.Tensor, backend: str = "i
 def check_compile_training(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                            backend: str = "inductor") -> Agreement:
     """One forward + cross-entropy backward, eager vs compiled, in train mode from the
-    same weights (two copies, so normalisation statistics update independently)."""
+    same weights and seed (two copies, so normalisation statistics update independently;
+    inductor's ``fallback_random``, so dropout draws the same masks)."""
     eager, other = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     compiled = torch.compile(other, backend=backend)
     torch.manual_seed(0)
     ref = eager(x)
     F.cross_entropy(ref, labels).backward()
     torch.manual_seed(0)
-    got = compiled(x)
-    F.cross_entropy(got, labels).backward()
+    # inductor draws dropout masks with its own generator unless told to fall back to
+    # PyTorch's (compilation happens at this first call, inside the patch)
+    with torch._inductor.config.patch(fallback_random=True):
+        got = compiled(x)
+        F.cross_entropy(got, labels).backward()
     grad = max((_max_diff(p.grad, q.grad) for p, q in
                 zip(eager.parameters(), other.parameters(), strict=True)
                 if p.grad is not None and q.grad is not None), default=0.0)
