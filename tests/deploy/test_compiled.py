@@ -1,4 +1,4 @@
-"""torch.compile (training and inference) and torch.export of every *_cifar model agree with
+"""torch.compile (training and inference) and torch.export of every *_cifar* model agree with
 eager PyTorch. The default sweep compiles with the aot_eager backend (dynamo tracing and
 AOT autograd, the part our code can break); the inductor sweep is marked slow."""
 
@@ -14,10 +14,7 @@ from beyond_attention.export.compiled import (
     check_torch_export,
 )
 
-CIFAR = list_models("*_cifar")
-# The compiled backward of eamlp_cifar fails inside torch's AOT graph ("view size is not
-# compatible with input tensor's size and stride"); inference compiles and matches.
-TRAIN_FAILS = {"eamlp_cifar"}
+CIFAR = list_models("*_cifar*")
 
 
 def _model(name):
@@ -42,9 +39,7 @@ def test_compile_inference_matches_eager(name):
     _close(check_compile_inference(_model(name), torch.randn(4, 3, 32, 32), backend="aot_eager"))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(raises=RuntimeError, strict=True))
-    if n in TRAIN_FAILS else n for n in CIFAR])
+@pytest.mark.parametrize("name", CIFAR)
 def test_compile_training_matches_eager(name):
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _close(check_compile_training(_model(name), x, y, backend="aot_eager"))
@@ -56,5 +51,4 @@ def test_inductor_training_and_inference_match_eager(name):
     model = _model(name)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _close(check_compile_inference(model, x), tol=1e-3)
-    if name not in TRAIN_FAILS:
-        _close(check_compile_training(model, x, y), tol=1e-3)
+    _close(check_compile_training(model, x, y), tol=1e-3)

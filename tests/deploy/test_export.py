@@ -15,38 +15,126 @@ from beyond_attention import create_model, get_model_config, list_models
 from beyond_attention.cli import main
 from beyond_attention.export import ExportError, export_onnx
 from beyond_attention.layers.external_attention import double_normalize
+from beyond_attention.layers.points import knn
+from beyond_attention.models._registry import example_input
 from beyond_attention.train.checkpoint import CheckpointError
 
-SMALL = list_models("*_cifar*")
-FULL = [n for n in list_models() if n not in SMALL]
+# The default sweep: every small variant. Point models at a small point count; the
+# neighbour embedding (pct, pct_ea) samples fewer centres there (the parameters do not
+# depend on them), since each sampled centre is one unrolled step in the exported graph.
+SMALL_POINTS = {"pct": 128, "pct_ea": 128, "spct": 64, "npct": 64, "pct_partseg": 64,
+                "pct_ea_partseg": 64}
+SMALL_KWARGS = {"pct": {"samples": (64, 32), "k": 16}, "pct_ea": {"samples": (64, 32), "k": 16}}
+SMALL = list_models("*_cifar*") + list_models("eanet_resnet26_small*") + sorted(SMALL_POINTS)
+# Point models at their config's point count too, except pct and pct_ea with the default
+# 512 + 256 centres: the unrolled sampling made one export run past 20 minutes.
+FULL = [n for n in list_models() if n not in SMALL] + [
+    f"{n}@full" for n in sorted(SMALL_POINTS) if n not in SMALL_KWARGS]
 
 
-def _export_and_compare(name: str, size: tuple[int, int], tmp_path) -> None:
+def _inputs(name: str, batch: int, num_points: int | None, gen: torch.Generator):
+    """What the model takes: images or clouds, plus categories for part segmentation."""
+    config = get_model_config(name)
+    x = example_input(config, batch, num_points=num_points, generator=gen)
+    if config.task == "pointcloud_part_segmentation":
+        return x, torch.randint(0, config.extra["num_categories"], (batch,), generator=gen)
+    return x
+
+
+def _export_and_compare(name: str, tmp_path, num_points: int | None = None,
+                        **kwargs) -> None:
     torch.manual_seed(0)
-    model = create_model(name, img_size=size).eval()
-    c = get_model_config(name).input_size[0]
-    inputs = torch.randn(3, c, *size)
+    model = create_model(name, **kwargs).eval()
+    gen = torch.Generator().manual_seed(0)
     out = tmp_path / f"{name}.onnx"
-    result = export_onnx(model, out, inputs)
+    result = export_onnx(model, out, _inputs(name, 3, num_points, gen))
     assert result.parity.ok and result.parity.batch == 3
-    # the written file, run independently at a fourth batch size (dynamic axis)
+    # the written file, run independently at a fourth batch size (dynamic axis) and, for
+    # point clouds, another point count (dynamic point axis)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    x = torch.randn(1, c, *size)
-    (got,) = session.run(None, {"images": x.numpy()})
+    other = _inputs(name, 1, None if num_points is None else num_points + 29, gen)
+    feeds = (other,) if isinstance(other, torch.Tensor) else other
+    names = [i.name for i in session.get_inputs()]
+    (got,) = session.run(None, {n: t.numpy() for n, t in zip(names, feeds, strict=True)})
     with torch.no_grad():
-        ref = model(x).numpy()
+        ref = model(*feeds).numpy()
+    assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-4 + 1e-4 * np.abs(ref).max(), rtol=0)
 
 
 @pytest.mark.parametrize("name", SMALL)
 def test_small_models_export_with_parity(name, tmp_path):
-    _export_and_compare(name, tuple(get_model_config(name).input_size[1:]), tmp_path)
+    _export_and_compare(name, tmp_path, SMALL_POINTS.get(name), **SMALL_KWARGS.get(name, {}))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FULL)
 def test_full_size_models_export_with_parity(name, tmp_path):
-    _export_and_compare(name, tuple(get_model_config(name).input_size[1:]), tmp_path)
+    name = name.removesuffix("@full")
+    config = get_model_config(name)
+    points = config.input_size[1] if config.task.startswith("pointcloud") else None
+    _export_and_compare(name, tmp_path, points)
+
+
+def test_point_and_part_segmentation_graphs_name_their_inputs(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("pct_ea_partseg").eval()
+    gen = torch.Generator().manual_seed(1)
+    export_onnx(model, tmp_path / "seg.onnx", _inputs("pct_ea_partseg", 2, 40, gen))
+    session = ort.InferenceSession(str(tmp_path / "seg.onnx"))
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert list(inputs) == ["points", "category"]
+    assert inputs["category"].type == "tensor(int64)"
+    assert inputs["points"].shape[1] == 3 and not isinstance(inputs["points"].shape[2], int)
+    # the category changes the output, so it is wired into the graph
+    x = torch.randn(1, 3, 50, generator=gen).numpy()
+    a, b = (session.run(None, {"points": x, "category": np.array([c])})[0] for c in (0, 7))
+    assert np.abs(a - b).max() > 1e-6
+
+
+def test_bad_export_inputs_name_what_was_expected():
+    torch.manual_seed(0)
+    seg, cls = create_model("pct_ea_partseg").eval(), create_model("spct").eval()
+    points = torch.randn(2, 3, 32)
+    with pytest.raises(ValueError, match=r"inputs must be points \(B, C, N\), category"):
+        export_onnx(seg, None, points)  # the category is missing
+    with pytest.raises(ValueError, match="category must be int64"):
+        export_onnx(seg, None, (points, torch.zeros(2)))
+    with pytest.raises(ValueError, match=r"must share the batch size"):
+        export_onnx(seg, None, (points, torch.zeros(3, dtype=torch.long)))
+    with pytest.raises(ValueError, match=r"inputs must be points \(B, C, N\) with B >= 1"):
+        export_onnx(cls, None, torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"inputs must be images \(B, C, H, W\)"):
+        export_onnx(create_model("resnet26_cifar"), None, points)
+
+
+def test_export_command_on_point_models(tmp_path, capsys):
+    out = tmp_path / "npct.onnx"
+    assert main(["export", "npct", "--num-points", "40", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"] == "3 seeded random clouds" and report["parity"]["ok"]
+    session = ort.InferenceSession(str(out))
+    (got,) = session.run(None, {"points": np.zeros((2, 3, 70), np.float32)})
+    assert got.shape == (2, 40)
+    for argv, message in [(["pct", "--num-points", "100"], "--num-points must be >= 512"),
+                          (["pct", "--img-size", "32"], "--img-size is for image models"),
+                          (["resnet26_cifar", "--num-points", "64"],
+                           "--num-points is for point-cloud models")]:
+        assert main(["export", *argv, "--out", str(tmp_path / "x.onnx")]) != 0
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["npct.onnx"]
+
+
+def test_export_branch_of_knn_finds_the_same_neighbours(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    points = torch.randn(2, 90, 3, generator=gen)
+    query = points[:, ::3]
+    eager = knn(query, points, 8, chunk_size=7)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(knn(query, points, 8, chunk_size=7), eager, rtol=0, atol=0)
+    # an independent reference: sort the full distance table
+    dist = ((query[:, :, None] - points[:, None]) ** 2).sum(-1)
+    torch.testing.assert_close(eager, dist.argsort(-1)[..., :8], rtol=0, atol=0)
 
 
 def test_export_branch_of_double_normalisation_is_the_same_formula(monkeypatch):

@@ -6,6 +6,10 @@ given a registered model name, the model is built with random weights. The parit
 runs on real images: ``--images`` if given, else the first images of the split the run
 validated on (when its data still exists), else seeded random inputs (the report says
 which). The max abs difference is printed; a file that fails parity is not written.
+
+Point-cloud models (built by name) take seeded random clouds of ``--num-points`` points
+(default: the config's), and part segmentation a seeded random object category per
+cloud as a second input (``category``, int64); their point axis is exported dynamic.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtol", type=float, default=1e-4,
                    help="parity: tolerance relative to the largest output")
     p.add_argument("--img-size", type=int, default=None,
-                   help="input size of a model built by name (default: its config's)")
+                   help="input size of an image model built by name (default: its config's)")
+    p.add_argument("--num-points", type=int, default=None, metavar="N",
+                   help="points per cloud of a point-cloud model built by name (default: "
+                        "its config's; the exported point axis is dynamic)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -60,10 +67,20 @@ def _recorded_images(meta: dict[str, Any], n: int) -> torch.Tensor | None:
 
 
 def parity_inputs(meta: dict[str, Any], images: list[str] | None, n: int,
-                  seed: int = 0) -> tuple[torch.Tensor, str]:
+                  seed: int = 0) -> tuple[torch.Tensor | tuple[torch.Tensor, ...], str]:
     """Normalised parity inputs and where they came from."""
     from ..inference import Preprocess, find_images
 
+    gen = torch.Generator().manual_seed(seed)
+    if str(meta.get("task", "")).startswith("pointcloud"):
+        if images:
+            raise ValueError("--images is for image models; "
+                             f"{meta['model']} takes point clouds")
+        points = torch.randn(n, int(meta["in_chans"]), int(meta["num_points"]), generator=gen)
+        if meta.get("num_categories"):
+            category = torch.randint(0, int(meta["num_categories"]), (n,), generator=gen)
+            return (points, category), f"{n} seeded random clouds and categories"
+        return points, f"{n} seeded random clouds"
     prep = Preprocess.from_metadata(meta)
     if images:
         paths = find_images(images)[:n]
@@ -71,7 +88,6 @@ def parity_inputs(meta: dict[str, Any], images: list[str] | None, n: int,
     raw = _recorded_images(meta, n)
     if raw is not None:
         return prep.normalizer()(raw), f"{len(raw)} images of {meta['data']}"
-    gen = torch.Generator().manual_seed(seed)
     shape = (n, int(meta["in_chans"]), *prep.size)
     return torch.randn(shape, generator=gen), f"{n} seeded random inputs"
 
@@ -84,14 +100,30 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], Path]:
         model, meta = load_for_inference(args.source)
         return model, meta, Path(meta["weights"]).with_suffix(".onnx")
     import beyond_attention.models  # noqa: F401
-    from beyond_attention.models._registry import create_model, get_model_config
+    from beyond_attention.models._registry import POINTCLOUD_TASKS, create_model, get_model_config
 
     config = get_model_config(args.source)  # unknown names: a clear ValueError
-    size = (args.img_size, args.img_size) if args.img_size else tuple(config.input_size[1:])
+    meta: dict[str, Any] = {"model": args.source, "task": config.task,
+                            "in_chans": config.input_size[0], "decode_size": None,
+                            "mean": list(config.mean), "std": list(config.std)}
     torch.manual_seed(0)
-    model = create_model(args.source, img_size=size).eval()
-    meta = {"model": args.source, "in_chans": config.input_size[0], "img_size": list(size),
-            "mean": list(config.mean), "std": list(config.std), "decode_size": None}
+    if config.task in POINTCLOUD_TASKS:
+        if args.img_size:
+            raise ValueError(f"--img-size is for image models; {args.source} takes point "
+                             f"clouds (use --num-points)")
+        model = create_model(args.source).eval()
+        meta["num_points"] = args.num_points or config.input_size[1]
+        meta["num_categories"] = getattr(model, "num_categories", 0)
+        if meta["num_points"] < getattr(model, "min_points", 1):
+            raise ValueError(f"--num-points must be >= {model.min_points} for "
+                             f"{args.source}, got {meta['num_points']}")
+    else:
+        if args.num_points:
+            raise ValueError(f"--num-points is for point-cloud models; {args.source} takes "
+                             f"images (use --img-size)")
+        size = (args.img_size, args.img_size) if args.img_size else tuple(config.input_size[1:])
+        model = create_model(args.source, img_size=size).eval()
+        meta["img_size"] = list(size)
     return model, meta, Path(f"{args.source}.onnx")
 
 
@@ -111,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         return 0
     p = result.parity
+    axes = "batch and point axes" if "num_points" in meta else "batch axis"
     print(f"{meta['model']}: wrote {out} (ONNX opset {result.opset}, "
-          f"{result.size_bytes / 2**20:.1f} MiB, dynamic batch); onnxruntime vs PyTorch on "
+          f"{result.size_bytes / 2**20:.1f} MiB, dynamic {axes}); onnxruntime vs PyTorch on "
           f"{where}: max abs difference {p.max_abs_diff:.3g} (tolerance {p.tolerance:.3g})")
     return 0

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .onnx import Inputs, as_inputs, input_spec
+
 
 @dataclass
 class Agreement:
@@ -52,15 +54,19 @@ def check_compile_inference(model: nn.Module, x: torch.Tensor, backend: str = "i
 def check_compile_training(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                            backend: str = "inductor") -> Agreement:
     """One forward + cross-entropy backward, eager vs compiled, in train mode from the
-    same weights (two copies, so normalisation statistics update independently)."""
+    same weights and seed (two copies, so normalisation statistics update independently;
+    inductor's ``fallback_random``, so dropout draws the same masks)."""
     eager, other = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     compiled = torch.compile(other, backend=backend)
     torch.manual_seed(0)
     ref = eager(x)
     F.cross_entropy(ref, labels).backward()
     torch.manual_seed(0)
-    got = compiled(x)
-    F.cross_entropy(got, labels).backward()
+    # inductor draws dropout masks with its own generator unless told to fall back to
+    # PyTorch's (compilation happens at this first call, inside the patch)
+    with torch._inductor.config.patch(fallback_random=True):
+        got = compiled(x)
+        F.cross_entropy(got, labels).backward()
     grad = max((_max_diff(p.grad, q.grad) for p, q in
                 zip(eager.parameters(), other.parameters(), strict=True)
                 if p.grad is not None and q.grad is not None), default=0.0)
@@ -69,23 +75,28 @@ def check_compile_training(model: nn.Module, x: torch.Tensor, labels: torch.Tens
     if missing:
         raise AssertionError(f"compiled and eager disagree on which parameters get a "
                              f"gradient: {missing[:5]}")
-    return Agreement(_max_diff(got.detach(), ref.detach()), float(ref.abs().max()), grad)
+    return Agreement(_max_diff(got.detach(), ref.detach()), float(ref.detach().abs().max()),
+                     grad)
 
 
-def export_program(model: nn.Module, x: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export.export`` of ``model`` (eval mode) with a dynamic batch axis."""
+def export_program(model: nn.Module, inputs: Inputs) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of ``model`` (eval mode) at ``inputs`` (what its task takes,
+    :func:`~beyond_attention.export.onnx.input_spec`) with a dynamic batch axis, and a
+    dynamic point axis for point clouds."""
+    spec = input_spec(model)
+    inputs = as_inputs(inputs)
+    spec.check(inputs)
     model.eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        return torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        return torch.export.export(model, inputs, dynamic_shapes=spec.dynamic_shapes())
 
 
-def check_torch_export(model: nn.Module, x: torch.Tensor, other: torch.Tensor | None = None
+def check_torch_export(model: nn.Module, x: Inputs, other: Inputs | None = None
                        ) -> Agreement:
     """Eager vs the exported program, on ``other`` (a batch of another size) if given."""
     program = export_program(model, x)
-    inputs = x if other is None else other
+    inputs = as_inputs(x if other is None else other)
     with torch.no_grad():
-        ref = model(inputs)
-        got = program.module()(inputs)
+        ref = model(*inputs)
+        got = program.module()(*inputs)
     return Agreement(_max_diff(got, ref), float(ref.abs().max()))

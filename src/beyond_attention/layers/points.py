@@ -44,7 +44,9 @@ def check_points(xyz: torch.Tensor, name: str = "xyz", min_points: int = 1) -> N
         raise ValueError(
             f"{name} has {xyz.shape[1]} points, fewer than the {min_points} required"
         )
-    if not torch.isfinite(xyz).all():
+    # A check on the values, not the shape: skipped while compiling or exporting, where it
+    # would break the graph (dynamo) or fail to trace (torch.export cannot branch on data).
+    if not torch.compiler.is_compiling() and not torch.isfinite(xyz).all():
         raise ValueError(f"{name} contains NaN or infinite coordinates")
 
 
@@ -66,25 +68,25 @@ def farthest_point_sample(
     b, n, _ = xyz.shape
     device = xyz.device
     points = xyz.detach().float() if xyz.dtype in (torch.float16, torch.bfloat16) else xyz.detach()
-    idx = torch.empty(b, num_samples, dtype=torch.long, device=device)
+    picked = []  # stacked at the end: an exported graph then has no per-step copy of idx
     if start is None:
         current = torch.zeros(b, dtype=torch.long, device=device)
     else:
         if start.shape != (b,) or start.dtype != torch.long:
             raise ValueError(f"start must be an int64 tensor of shape ({b},), got "
                              f"{start.dtype} {tuple(start.shape)}")
-        if ((start < 0) | (start >= n)).any():
+        if not torch.compiler.is_compiling() and ((start < 0) | (start >= n)).any():
             raise ValueError(f"start indices must lie in [0, {n})")
         current = start.to(device)
     nearest = torch.full((b, n), float("inf"), dtype=points.dtype, device=device)
     batch = torch.arange(b, device=device)
-    for i in range(num_samples):
-        idx[:, i] = current
+    for _ in range(num_samples):
+        picked.append(current)
         centre = points[batch, current].unsqueeze(1)  # (B, 1, 3)
         dist = (points - centre).square().sum(-1)  # (B, N)
         nearest = torch.minimum(nearest, dist)
         current = nearest.argmax(dim=1)
-    return idx
+    return torch.stack(picked, dim=1)
 
 
 def knn(
@@ -117,7 +119,12 @@ def knn(
         qc = q[:, s : s + chunk_size]
         # pairwise, without the |q|^2 - 2 q.p + |p|^2 expansion (whose cancellation could
         # reorder near neighbours) and without a (B, m, N, 3) difference tensor
-        dist = torch.cdist(qc, p, compute_mode="donot_use_mm_for_euclid_dist")  # (B, m, N)
+        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+            # ONNX has no cdist: the same pairwise distances from the (B, m, N, 3)
+            # differences (exported graphs only; eager and compiled code keep cdist)
+            dist = (qc.unsqueeze(2) - p.unsqueeze(1)).square().sum(-1).sqrt()
+        else:
+            dist = torch.cdist(qc, p, compute_mode="donot_use_mm_for_euclid_dist")  # (B, m, N)
         out.append(dist.topk(k, dim=-1, largest=False, sorted=True).indices)
     return torch.cat(out, dim=1)
 

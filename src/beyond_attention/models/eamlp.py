@@ -189,6 +189,31 @@ def _split_out(size: int, split: Split) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous.
+
+    The stem transposes each token block's output (B, N, C) -> (B, C, N), so the gradient
+    reaching the block is a transposed, non-contiguous tensor. Eager PyTorch handles it;
+    in a compiled backward (AOT autograd, torch 2.13) the dropout backward's traced strides
+    are contiguous while the kernel keeps the transposed ones, and the next ``view``
+    fails ("view size is not compatible with input tensor's size and stride"). A
+    contiguous gradient gives both the same layout; the values are unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def _contiguous_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x``, with a contiguous gradient in the backward (see :class:`_ContiguousGrad`)."""
+    return _ContiguousGrad.apply(x) if torch.is_grad_enabled() and x.requires_grad else x
+
+
 class TokensToToken(nn.Module):
     """The T2T stem: three soft splits (``nn.Unfold``) with a token block after the first two.
 
@@ -249,9 +274,9 @@ class TokensToToken(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.attention1(self.soft_split0(x).transpose(1, 2))  # (B, N0, 64)
+        x = _contiguous_grad(self.attention1(self.soft_split0(x).transpose(1, 2)))  # (B, N0, 64)
         x = x.transpose(1, 2).unflatten(2, self.grids[0])
-        x = self.attention2(self.soft_split1(x).transpose(1, 2))  # (B, N1, 64)
+        x = _contiguous_grad(self.attention2(self.soft_split1(x).transpose(1, 2)))  # (B, N1, 64)
         x = x.transpose(1, 2).unflatten(2, self.grids[1])
         return self.project(self.soft_split2(x).transpose(1, 2))  # (B, N, D)
 

@@ -396,7 +396,9 @@ class PointCloudTransformerSeg(ClassifierMixin, nn.Module):
                     f"{getattr(category, 'dtype', type(category).__name__)} "
                     f"{tuple(getattr(category, 'shape', ()))}"
                 )
-            if ((category < 0) | (category >= self.num_categories)).any():
+            # a check on the values: skipped while compiling or exporting (see check_points)
+            if not torch.compiler.is_compiling() and (
+                    (category < 0) | (category >= self.num_categories)).any():
                 raise ValueError(f"category values must lie in [0, {self.num_categories})")
             onehot[torch.arange(b, device=ref.device), category.long().to(ref.device), 0] = 1
         return self.category_embed(onehot)  # (B, category_dim, 1)
