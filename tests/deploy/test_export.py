@@ -184,3 +184,27 @@ def test_bad_checkpoints_get_a_clear_error_and_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="unknown model name 'nosuchmodel'"):
         main(["--debug", "export", "nosuchmodel", "--out", str(tmp_path / "x.onnx")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
+
+
+def test_export_command_on_a_part_segmentation_checkpoint(tmp_path, capsys):
+    from beyond_attention.train.checkpoint import model_metadata, save_safetensors
+
+    torch.manual_seed(0)
+    model = create_model("pct_ea_partseg", num_classes=5, num_categories=2)
+    meta = model_metadata("pct_ea_partseg", 5, 3, (3, 48), [0.0], [1.0],
+                          [f"part{i}" for i in range(5)], task="pointcloud_part_segmentation",
+                          model_kwargs={"num_categories": 2})
+    meta.update(categories=["a", "b"], category_parts=[[0, 1], [2, 3, 4]], num_points=48)
+    ckpt = tmp_path / "best.safetensors"
+    save_safetensors(ckpt, model.state_dict(), meta)
+    assert main(["export", str(ckpt), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"] == "3 seeded random clouds and categories" and report["parity"]["ok"]
+    session = ort.InferenceSession(str(tmp_path / "best.onnx"))
+    points = np.random.default_rng(0).standard_normal((2, 3, 60)).astype(np.float32)
+    category = np.array([0, 1], np.int64)
+    (got,) = session.run(None, {"points": points, "category": category})
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(points), torch.from_numpy(category))
+    assert got.shape == (2, 5, 60)
+    assert np.abs(got - want.numpy()).max() < 1e-4

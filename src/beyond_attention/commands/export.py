@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None,
                    help="input size of an image model built by name (default: its config's)")
     p.add_argument("--num-points", type=int, default=None, metavar="N",
-                   help="points per cloud of a point-cloud model built by name (default: "
+                   help="points per cloud of a point-cloud model (default: the checkpoint's or "
                         "its config's; the exported point axis is dynamic)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -98,6 +98,9 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], Path]:
 
     if _is_checkpoint(args.source):
         model, meta = load_for_inference(args.source)
+        if str(meta.get("task", "")).startswith("pointcloud"):
+            meta["num_points"] = args.num_points or meta.get("num_points") or meta["img_size"][-1]
+            meta["num_categories"] = getattr(model, "num_categories", 0)
         return model, meta, Path(meta["weights"]).with_suffix(".onnx")
     import beyond_attention.models  # noqa: F401
     from beyond_attention.models._registry import POINTCLOUD_TASKS, create_model, get_model_config
