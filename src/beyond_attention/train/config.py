@@ -158,8 +158,10 @@ class TrainConfig:
              "minutes, training stops at M, then the model is evaluated. Gives up bitwise "
              "reproducibility: the steps that fit depend on the machine's speed, and a "
              "resumed budget run continues the schedule from its recorded training time")
-    batch_size: int = setting(128, group=_OPT,
-                              help="global batch size (split across processes under torchrun)")
+    batch_size: int | None = setting(None, group=_OPT, type=int,
+                                     shown_default=_RECIPE + "128",
+                                     help="global batch size (split across processes under "
+                                          "torchrun)")
     eval_batch_size: int | None = setting(None, group=_OPT, type=int,
                                           shown_default="twice the per-process batch",
                                           help="validation batch size per process")
@@ -190,7 +192,9 @@ class TrainConfig:
     seed: int = setting(0, group=_OPT, help="seed of every random draw")
 
     # -- augmentation
-    crop_padding: int = setting(4, group=_AUG, help="random crop with this zero padding (0: off)")
+    crop_padding: int | None = setting(None, group=_AUG, type=int,
+                                       shown_default=_RECIPE + "4",
+                                       help="random crop with this zero padding (0: off)")
     hflip: float | None = setting(
         None, group=_AUG, type=float, metavar="P",
         shown_default="the model's recipe, else 0.5; 0 for grayscale data (digits, "
