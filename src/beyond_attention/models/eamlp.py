@@ -386,6 +386,6 @@ register("eamlp_19", EAMLP, dict(embed_dim=448, depth=19, num_heads=7, mlp_ratio
 register("eamlp_cifar", EAMLP,
          dict(embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, splits=CIFAR_SPLITS), **_EA,
          input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
-         dataset="cifar-10",
+         dataset="cifar-10", recipe={"channels_last": True},
          notes="D=192, depth 6, 3 heads, MLP ratio 2; soft splits 3/2/1, 3/2/1, 3/1/1 "
          "(8x8 tokens).")

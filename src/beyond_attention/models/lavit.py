@@ -572,4 +572,5 @@ register("lavit_base", LaViT, _CFGS["lavit_base"], **_PAPER, reported_params_m=3
          reported_gmacs=6.1, reported_top1=83.1, notes=_NOTES)
 register("lavit_tiny_cifar", LaViT, _CFGS["lavit_tiny_cifar"], **_PAPER, input_size=(3, 32, 32),
          mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, dataset="cifar-10",
+         recipe={"channels_last": True},
          notes="small-image variant (not in the paper): 3x3/2 stem, dims 32-64-128-256")

@@ -454,6 +454,6 @@ register("resnet50", ResNet, dict(layers=(3, 4, 6, 3)), paper=RESNET, reported_p
 register("resnet26_cifar", ResNet,
          dict(layers=(2, 2, 2, 2), widths=CIFAR_WIDTHS, stem_type="cifar", stem_width=32),
          input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
-         dataset="cifar-10", paper=RESNET,
+         dataset="cifar-10", paper=RESNET, recipe={"channels_last": True},
          notes="Convolutional twin of lambda_resnet26_cifar: ResNet-26 bottlenecks (2, 2, 2, 2), "
          "widths 16-128, CIFAR stem (3x3 stride 1, no max pool).")

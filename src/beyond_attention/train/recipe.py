@@ -2,11 +2,12 @@
 
 A model's :class:`~beyond_attention.models._registry.ModelConfig` may carry a ``recipe``
 (learning rate, weight decay, warm-up, stochastic depth, label smoothing, flip
-probability) chosen for short CPU budgets. :class:`~beyond_attention.train.config.
-TrainConfig` leaves those settings None unless a flag (or the caller) sets them; at the
-start of a run :func:`resolve` takes each unset one from the recipe, else from
-:data:`FALLBACK`. An explicit value always wins. The flip probability is decided with the
-data (:func:`beyond_attention.data.augment.default_hflip`), so it is resolved later.
+probability, channels-last memory format) chosen for short CPU budgets.
+:class:`~beyond_attention.train.config.TrainConfig` leaves those settings None unless a
+flag (or the caller) sets them; at the start of a run :func:`resolve` takes each unset one
+from the recipe, else from :data:`FALLBACK`. An explicit value always wins. The flip
+probability is decided with the data (:func:`beyond_attention.data.augment.default_hflip`),
+so it is resolved later.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from .config import TrainConfig
 __all__ = ["FALLBACK", "model_recipe", "resolve"]
 
 #: The value of each recipe setting when neither a flag nor the model's recipe gives one.
-FALLBACK: dict[str, float] = {"lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
-                              "drop_path": 0.0, "label_smoothing": 0.1}
+FALLBACK: dict[str, float | bool] = {"lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
+                                     "drop_path": 0.0, "label_smoothing": 0.1,
+                                     "channels_last": False}
 
 
 def model_recipe(name: str) -> dict[str, Any]:
