@@ -152,7 +152,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, normalize: nn.Module, device
         hit1 = top[:, 0] == labels
         hit5 = (top == labels[:, None]).any(-1)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
-                             hit1.sum(), hit5.sum(), torch.tensor(len(labels), device=device)]
+                             hit1.sum(), hit5.sum(), torch.full((), len(labels), device=device)]
                             ).double()
         per_class[0].index_add_(0, labels, hit1.double())
         per_class[1].index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
