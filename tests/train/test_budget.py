@@ -88,7 +88,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
 
 
 def test_budget_run_follows_the_clock_and_stops_at_the_budget(tiny_net, fashion_dir, tmp_path,
-                                                             monkeypatch):
+                                                             monkeypatch, capsys):
     fake = FakeClock()
     monkeypatch.setattr(budget_mod, "default_clock", fake)
     from beyond_attention.train import engine
@@ -109,9 +109,13 @@ def test_budget_run_follows_the_clock_and_stops_at_the_budget(tiny_net, fashion_
 
     # 64 images / 16 = 4 steps an epoch; a 1-minute budget at 6 s a step is 10 steps:
     # two whole epochs and half of the third.
-    final = train(_cfg(fashion_dir, tmp_path / "run", budget_minutes=1.0, epochs=1),
-                  on_step=on_step)
+    final = train(_cfg(fashion_dir, tmp_path / "run", budget_minutes=1.0, epochs=1,
+                       quiet=False, log_every=2), on_step=on_step)
     assert len(lrs) == 10
+    # the epochs are counted without a total: --epochs does not bound a budget run
+    log = capsys.readouterr().out
+    assert "epoch 3 (budget) step 2/4:" in log and "epoch 2 (budget): train loss" in log
+    assert "epoch 2/1" not in log and "epoch 1/1" not in log
     assert lrs == pytest.approx([_expected_lr(6.0 * k, 60.0, 0.01, 0.0, 0.05)
                                  if k else 0.01 * 1e-3 for k in range(10)])
     assert final["images_seen"] == 160 and final["epochs_done"] == pytest.approx(2.5)

@@ -1,6 +1,7 @@
 """DDP without torch's "grad strides do not match bucket view strides" warning: every
 parameter's gradient has its parameter's layout (LaViT's depthwise convolution used to get
-a channels-last gradient from a transposed token view)."""
+a channels-last gradient from a transposed token view), with contiguous and with
+channels-last weights (``lavit_tiny_cifar``'s recipe trains channels-last)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tiny_model
 import torch
 
@@ -34,10 +36,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_lavit_gradients_have_their_parameters_strides():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lavit_gradients_have_their_parameters_strides(channels_last):
     torch.manual_seed(0)
     model = create_model("lavit_tiny_cifar", num_classes=10, in_chans=1, img_size=(28, 28))
-    model(torch.randn(2, 1, 28, 28)).sum().backward()
+    x = torch.randn(2, 1, 28, 28)
+    if channels_last:  # as the engine trains it with --channels-last (its recipe's default)
+        torch.nn.utils.convert_conv2d_weight_memory_format(model, torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model(x).sum().backward()
     differ = [(n, p.stride(), p.grad.stride()) for n, p in model.named_parameters()
               if p.grad is not None and p.grad.stride() != p.stride()]
     assert differ == []

@@ -69,12 +69,14 @@ FLAGS = [
     ("run", "--workers", "workers", 1, None, None, None, None, "store"),
     ("run", "--device", "device", "auto", None, None, None, None, "store"),
     ("run", "--threads", "threads", None, None, None, None, None, "store"),
+    ("run", "--channels-last", "--no-channels-last", "channels_last", None, None, 0, None,
+     None, "boolean"),
     ("run", "--log-every", "log_every", 50, None, None, None, "STEPS", "store"),
     ("run", "--quiet", "quiet", False, True, 0, None, None, "store_true"),
 ]
 
 _ACTIONS = {argparse._StoreAction: "store", argparse._StoreTrueAction: "store_true",
-            argparse._AppendAction: "append"}
+            argparse._AppendAction: "append", argparse.BooleanOptionalAction: "boolean"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,6 +142,13 @@ def test_flags_with_given_values():
         clip_grad=0.0, aux_weight=0.5, drop_path=0.1, label_smoothing=0.0)
 
 
+def test_channels_last_is_unset_on_or_off():
+    assert _parse([]).channels_last is None  # the model's recipe decides
+    assert _parse(["--channels-last"]).channels_last is True
+    assert _parse(["--no-channels-last"]).channels_last is False
+    assert _parse(["--channels-last", "--no-channels-last"]).channels_last is False
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--limit-train", "-1"], "expected a count >= 0"),
     (["--randaugment", "2"], "expected N,M"),
@@ -168,5 +177,7 @@ def test_help_shows_every_default(capsys):
     for shown in ("(default: lavit_tiny_cifar)", "(default: 10000)",
                   "(default: the model's recipe, else 2e-3)",
                   "(default: off)", "(default: a new runs/MODEL-DATASET, -2, -3, ...)",
+                  "--no-channels-last keeps the default layout (default: the model's "
+                  "recipe, else off)",
                   "(default: 200)", "(default: 50)"):
         assert shown.replace(" ", "") in squeezed, shown

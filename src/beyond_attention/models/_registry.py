@@ -60,9 +60,13 @@ TASKS: tuple[str, ...] = (
 )
 """What a model does; it decides the input layout (images (B, C, H, W) or points (B, 3, N))."""
 RECIPE_KEYS: tuple[str, ...] = ("lr", "weight_decay", "warmup", "drop_path",
-                                 "label_smoothing", "batch_size", "crop_padding", "hflip")
+                                 "label_smoothing", "batch_size", "crop_padding", "hflip",
+                                 "channels_last")
 """The training settings a model's ``recipe`` may set (``create_model`` ignores the recipe;
-``train`` uses it where no flag is given)."""
+``train`` uses it where no flag is given): numbers, except the switches of
+:data:`RECIPE_SWITCHES`."""
+RECIPE_SWITCHES: frozenset[str] = frozenset({"channels_last"})
+"""The recipe keys whose value is a bool."""
 POINTCLOUD_TASKS = frozenset(t for t in TASKS if t.startswith("pointcloud"))
 
 
@@ -92,17 +96,19 @@ class ModelConfig:
     reported_top1: float | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, float | int] = field(default_factory=dict)
+    recipe: dict[str, float | int | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.recipe) - set(RECIPE_KEYS))
         counts = [(self.recipe.get("batch_size", 1), 1), (self.recipe.get("crop_padding", 0), 0)]
-        if bad or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                          for v in self.recipe.values()) \
+        if bad or not all(isinstance(v, bool) if k in RECIPE_SWITCHES
+                          else isinstance(v, int | float) and not isinstance(v, bool)
+                          for k, v in self.recipe.items()) \
                 or not all(isinstance(v, int) and v >= low for v, low in counts):
             raise ValueError(f"recipe of {self.name!r} must map some of "
                              f"{', '.join(RECIPE_KEYS)} to numbers (batch_size an integer "
-                             f">= 1, crop_padding >= 0), got {self.recipe}")
+                             f">= 1, crop_padding >= 0; bools for "
+                             f"{', '.join(sorted(RECIPE_SWITCHES))}), got {self.recipe}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         expected = 2 if self.task in POINTCLOUD_TASKS else 3

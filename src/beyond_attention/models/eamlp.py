@@ -415,7 +415,7 @@ register("eamlp_19", EAMLP, dict(embed_dim=448, depth=19, num_heads=7, mlp_ratio
 register("eamlp_cifar", EAMLP,
          dict(embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, splits=CIFAR_SPLITS), **_EA,
          recipe={"lr": 2e-3, "warmup": 0.2, "weight_decay": 0.05, "label_smoothing": 0.1,
-                 "batch_size": 32, "crop_padding": 0},
+                 "batch_size": 32, "crop_padding": 0, "channels_last": True},
          input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
          dataset="cifar-10",
          notes="D=192, depth 6, 3 heads, MLP ratio 2; soft splits 3/2/1, 3/2/1, 3/1/1 "

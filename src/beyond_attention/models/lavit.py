@@ -575,7 +575,7 @@ register("lavit_base", LaViT, _CFGS["lavit_base"], **_PAPER, reported_params_m=3
 # from 74.0 (the fallback: batch 128, 4-pixel crop) to 84.2; lr 4e-3 with warm-up 0.1 was
 # worse (72.9). Long runs want the crop back: --crop-padding 4.
 _LAVIT_CIFAR_RECIPE = {"lr": 2e-3, "warmup": 0.2, "weight_decay": 0.05, "label_smoothing": 0.1,
-                       "batch_size": 32, "crop_padding": 0}
+                       "batch_size": 32, "crop_padding": 0, "channels_last": True}
 register("lavit_tiny_cifar", LaViT, _CFGS["lavit_tiny_cifar"], **_PAPER, input_size=(3, 32, 32),
          mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, dataset="cifar-10",
          recipe=_LAVIT_CIFAR_RECIPE,

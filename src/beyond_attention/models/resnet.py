@@ -459,6 +459,6 @@ register("resnet26_cifar", ResNet,
          input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10,
          dataset="cifar-10", paper=RESNET,
          recipe={"lr": 2e-3, "warmup": 0.2, "weight_decay": 0.05, "label_smoothing": 0.1,
-                 "batch_size": 32, "crop_padding": 0},
+                 "batch_size": 32, "crop_padding": 0, "channels_last": True},
          notes="Convolutional twin of lambda_resnet26_cifar: ResNet-26 bottlenecks (2, 2, 2, 2), "
          "widths 16-128, CIFAR stem (3x3 stride 1, no max pool).")

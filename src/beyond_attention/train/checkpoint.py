@@ -167,7 +167,10 @@ def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor]
 
 def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                          info: dict) -> None:
-    """Inverse of :func:`optimizer_state`."""
+    """Inverse of :func:`optimizer_state`. Tensors shaped like their parameter take its
+    memory layout (the file holds them contiguous): elementwise kernels over operands of
+    one layout and of mixed layouts can round differently, so a resumed channels-last run
+    needs the moments it had before to reach the same weights."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
@@ -178,6 +181,12 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
               for g in info["param_groups"]]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if (isinstance(value, torch.Tensor) and value.shape == p.shape
+                        and value.stride() != p.stride()):
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 @dataclass

@@ -235,6 +235,13 @@ class TrainConfig:
     threads: int | None = setting(None, group=_RUN, type=int, shown_default="torch's choice",
                                   help="CPU threads for torch (1 is often fastest on a machine "
                                        "shared with other jobs)")
+    channels_last: bool | None = setting(
+        None, group=_RUN, action=argparse.BooleanOptionalAction,
+        shown_default=_RECIPE + "off",
+        help="train image models (classification, segmentation) in the channels-last memory "
+             "format: the 2-D convolutions' weights and the augmented batches (faster for "
+             "convolutional models on CPU; ignored for point clouds); --no-channels-last "
+             "keeps the default layout")
     log_every: int = setting(50, group=_RUN, metavar="STEPS",
                              help="when the output is not a terminal, print a progress line "
                                   "every STEPS steps (0: none); a terminal gets a progress bar")

@@ -2,7 +2,8 @@
 
 Per step: reseed the random generators from ``(seed, rank, step)``; set the learning rate
 (warm-up + cosine, :func:`~beyond_attention.train.optim.lr_at`); move the uint8 batch to
-the device and augment it there; forward under autocast; cross-entropy with label
+the device and augment it there (handed on channels-last with ``channels_last``); forward
+under autocast; cross-entropy with label
 smoothing (soft targets under MixUp/CutMix) plus ``aux_weight * model.auxiliary_loss()``
 when the model has one (LaViT's diagonality loss); backward (scaled under fp16); clip the
 gradient norm; AdamW step; EMA update. Every ``save_every`` steps and at the end of each
@@ -151,7 +152,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, normalize: nn.Module, device
         hit1 = top[:, 0] == labels
         hit5 = (top == labels[:, None]).any(-1)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
-                             hit1.sum(), hit5.sum(), torch.tensor(len(labels), device=device)]
+                             hit1.sum(), hit5.sum(), torch.full((), len(labels), device=device)]
                             ).double()
         per_class[0].index_add_(0, labels, hit1.double())
         per_class[1].index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
@@ -326,6 +327,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, train_set.num_classes, train_set.channels, img_size,
                         cfg.drop_path, **cfg.model_kwargs).to(device)
+    _memory_format(model, cfg.channels_last)
     mean, std = norm_stats(model, train_set)
     meta = model_metadata(
         cfg.model, train_set.num_classes, train_set.channels, img_size, mean, std,
@@ -364,8 +366,18 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         warmup_steps=min(total_steps, round(cfg.warmup * steps_per_epoch)),
         batches=TD.ImageBatches(augment, lambda logits, targets: soft_cross_entropy(
-            logits, targets, label_smoothing)),
+            logits, targets, label_smoothing), channels_last=bool(cfg.channels_last)),
     )
+
+
+def _memory_format(model: nn.Module, channels_last: bool | None) -> None:
+    """With ``channels_last``, store the weights of ``model``'s 2-D convolutions in the
+    channels-last memory format (before the optimiser and the EMA copy see them: their
+    state follows the parameters' layout). Only the 2-D convolutions: ``nn.Module.to``
+    would also try 5-D weights (the lambda layers' position convolution) and fail.
+    Checkpoints are unaffected: tensors are saved contiguous."""
+    if channels_last:
+        nn.utils.convert_conv2d_weight_memory_format(model, torch.channels_last)
 
 
 def _model_config(name: str) -> Any:
@@ -402,6 +414,7 @@ def _setup_task(cfg: TrainConfig, info: D.DistInfo, task_name: str) -> Run:
     model = create_model(cfg.model, num_classes=num_outputs, in_chans=3,
                          img_size=None if points else (crop, crop),
                          drop_path_rate=cfg.drop_path, **kwargs).to(device)
+    _memory_format(model, cfg.channels_last and not points)
     mean, std = (tuple(config.mean), tuple(config.std))
     classes = list(train_set.classes)
     if task_name == "pointcloud_part_segmentation":
@@ -424,7 +437,8 @@ def _setup_task(cfg: TrainConfig, info: D.DistInfo, task_name: str) -> Run:
                               world_size=info.world_size, workers=cfg.workers,
                               crop_size=(crop, crop) if crop else (0, 0),
                               scale=tuple(cfg.seg_scale), flip=hflip > 0,
-                              num_points=num_points or 0, normalize=normalize)
+                              num_points=num_points or 0, normalize=normalize,
+                              channels_last=bool(cfg.channels_last) and not points)
     loader = loaders.loader
     _log_dropped(loader, cfg, info)
     steps_per_epoch = min(len(loader), cfg.max_steps_per_epoch or len(loader))
@@ -515,6 +529,14 @@ def _epochs(run: Run, state: dict[str, Any]):
             return
         yield epoch
         epoch += 1
+
+
+def _epoch_name(run: Run, epoch: int) -> str:
+    """``"epoch N/E"`` for ``epoch`` (0-based), or ``"epoch N (budget)"`` in a budget run,
+    whose epochs run until the time is spent rather than up to ``epochs``."""
+    if run.cfg.budget_minutes is not None:
+        return f"epoch {epoch + 1} (budget)"
+    return f"epoch {epoch + 1}/{run.cfg.epochs}"
 
 
 def _throughput(run: Run, state: dict[str, Any], steps_done: int) -> dict[str, Any]:
@@ -743,7 +765,7 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
     run.ddp_model.train()
     t_epoch, seen = time.perf_counter(), 0
     mode = _progress_mode(run)
-    bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    bar = tqdm(total=spe, initial=start, desc=_epoch_name(run, epoch),
                disable=mode != "bar", dynamic_ncols=True, leave=False)
     step = epoch * spe + start
     run.clock.start()
@@ -755,8 +777,10 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
         loss, logits, lr = _train_step(run, step, batch)
         with torch.no_grad():  # count: samples (classification), pixels or points counted
             correct, count = run.batches.hits(logits, batch)
-            count = torch.as_tensor(count, dtype=torch.float64, device=device)
-            sums += torch.stack([loss.detach().double() * count, correct.double(), count])
+            if not isinstance(count, torch.Tensor):  # a fill, not a host-to-device copy
+                count = torch.full((), float(count), dtype=torch.float64, device=device)
+            sums += torch.stack([loss.detach().double() * count, correct.double(),
+                                 count.double()])
         seen += run.batches.samples(batch) * info.world_size
         spent = _budget_spent(run, state)
         shown = (mode == "bar" and (i % 10 == 0 or i + 1 == spe)) or (
@@ -773,7 +797,7 @@ def train_one_epoch(run: Run, state: dict[str, Any], epoch: int,
             if mode == "bar":
                 bar.set_postfix(loss=loss_s, acc=acc_s, img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
             else:
-                _log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe}: loss {loss_s} "
+                _log(f"{_epoch_name(run, epoch)} step {i + 1}/{spe}: loss {loss_s} "
                      f"{acc_name} {acc_s}, {rate:.0f} img/s, lr {lr:.2e}", info, cfg.quiet)
         stop_here = run.stop is not None and run.stop.requested and not info.enabled
         if (cfg.save_every and (step + 1) % cfg.save_every == 0 and i + 1 < spe) or stop_here:
@@ -842,7 +866,7 @@ def _end_epoch(run: Run, state: dict[str, Any], epoch: int, stats: dict[str, Any
     else:
         val_msg = "val " + " ".join(f"{k} {val[k]:.2f}" for k in run.task.keys)
     train_acc = record["train_top1" if image else "train_accuracy"]
-    _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+    _log(f"{_epoch_name(run, epoch)}: train loss {record['train_loss']:.4f} "
          f"{'top-1' if image else 'acc'} {train_acc:.2f}, {val_msg}, "
          f"{record['images_per_s']:.0f} img/s, {seconds:.1f} s", run.info, cfg.quiet)
 

@@ -2,12 +2,13 @@
 
 A model's :class:`~beyond_attention.models._registry.ModelConfig` may carry a ``recipe``
 (learning rate, weight decay, warm-up, stochastic depth, label smoothing, batch size,
-random-crop padding, flip probability) chosen for short CPU budgets (the measurements are
-in ``benchmarks/recipes.md``). :class:`~beyond_attention.train.config.TrainConfig` leaves
-those settings None unless a flag (or the caller) sets them; at the start of a run
-:func:`resolve` takes each unset one from the recipe, else from :data:`FALLBACK`. An
-explicit value always wins. The flip probability is decided with the data
-(:func:`beyond_attention.data.augment.default_hflip`), so it is resolved later.
+random-crop padding, flip probability, channels-last memory format) chosen for short CPU
+budgets (the measurements are in ``benchmarks/recipes.md``).
+:class:`~beyond_attention.train.config.TrainConfig` leaves those settings None unless a
+flag (or the caller) sets them; at the start of a run :func:`resolve` takes each unset one
+from the recipe, else from :data:`FALLBACK`. An explicit value always wins. The flip
+probability is decided with the data (:func:`beyond_attention.data.augment.default_hflip`),
+so it is resolved later.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from .config import TrainConfig
 __all__ = ["FALLBACK", "model_recipe", "resolve"]
 
 #: The value of each recipe setting when neither a flag nor the model's recipe gives one.
-FALLBACK: dict[str, float | int] = {"lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
-                                    "drop_path": 0.0, "label_smoothing": 0.1,
-                                    "batch_size": 128, "crop_padding": 4}
+FALLBACK: dict[str, float | int | bool] = {"lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
+                                           "drop_path": 0.0, "label_smoothing": 0.1,
+                                           "batch_size": 128, "crop_padding": 4,
+                                           "channels_last": False}
 
 
 def model_recipe(name: str) -> dict[str, Any]:

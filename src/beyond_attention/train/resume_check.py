@@ -4,8 +4,9 @@ A resumed run reaches the weights of an uninterrupted one only if it continues t
 optimisation: the same batch size, schedule length, seeds, augmentation and process count,
 and a checkpoint record that says truthfully where the run stood. Settings that only change
 how the run is carried out (threads, workers, logging, where the data and the cache live)
-may change; every other setting must match the saved run, so a new setting is protected by
-default.
+may change (so may the memory format, which like the thread count changes only the order
+of floating-point operations); every other setting must match the saved run, so a new
+setting is protected by default.
 
 The record ``last.json`` is checked before any of it is used: field types and ranges, the
 step counters against each other and against the optimiser's own step count and learning
@@ -28,6 +29,7 @@ from .optim import lr_at
 MAY_CHANGE = frozenset({
     "data", "download", "cache_dir", "no_cache", "workers", "threads", "device", "quiet",
     "log_every", "save_every", "out", "resume", "overwrite", "eval_batch_size", "eval_mode",
+    "channels_last",
 })
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "TaskBatches",
     "check_task_data",
     "evaluate_task",
+    "image_layout",
     "load_split",
     "model_outputs",
     "sample_seed",
@@ -166,13 +167,24 @@ def point_batch(data: PointCloudDataset, idx: np.ndarray, num_points: int,
     return (x,), labels
 
 
+def image_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` in the channels-last memory format when ``channels_last`` and ``x`` is a
+    ``(B, C, H, W)`` batch; otherwise ``x`` itself (point clouds keep their layout). The
+    values are the same; only the strides change."""
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class ImageBatches:
     """Image classification, exactly as the engine always trained it: ``augment`` (crop,
-    flip, policies, MixUp/CutMix soft targets) on the device, soft cross-entropy, top-1."""
+    flip, policies, MixUp/CutMix soft targets) on the device, soft cross-entropy, top-1;
+    with ``channels_last`` the augmented batch is handed on in that memory format."""
 
     def __init__(self, augment: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor],
-                                                          torch.Tensor]) -> None:
-        self.augment, self._loss = augment, loss
+                                                          torch.Tensor],
+                 channels_last: bool = False) -> None:
+        self.augment, self._loss, self.channels_last = augment, loss, channels_last
 
     def to_device(self, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +194,7 @@ class ImageBatches:
     def train_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]
                      ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         x, targets = self.augment(*batch)
-        return (x,), targets
+        return (image_layout(x, self.channels_last),), targets
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self._loss(logits, targets)
@@ -198,10 +210,12 @@ class ImageBatches:
 
 class TaskBatches:
     """Segmentation and point clouds: ``(inputs, target)`` batches, ``task.augment`` on the
-    device (after the step's reseeding), ``task.loss``, accuracy over counted targets."""
+    device (after the step's reseeding), ``task.loss``, accuracy over counted targets;
+    with ``channels_last`` image batches (not point clouds) go on in that memory format."""
 
-    def __init__(self, task: Task, normalize: nn.Module | None = None) -> None:
-        self.task, self.normalize = task, normalize
+    def __init__(self, task: Task, normalize: nn.Module | None = None,
+                 channels_last: bool = False) -> None:
+        self.task, self.normalize, self.channels_last = task, normalize, channels_last
 
     def to_device(self, batch: Batch, device: torch.device) -> Batch:
         inputs, target = batch
@@ -211,9 +225,9 @@ class TaskBatches:
     def train_inputs(self, batch: Batch) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         (x, *rest), target = batch
         if self.normalize is not None:
-            return (self.normalize(x), *rest), target
+            return (image_layout(self.normalize(x), self.channels_last), *rest), target
         x, target = self.task.augment(x, target)
-        return (x, *rest), target
+        return (image_layout(x, self.channels_last), *rest), target
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.task.loss(logits, targets)
@@ -223,8 +237,9 @@ class TaskBatches:
         target = batch[1]
         pred = logits.argmax(1)
         if self.task.ignore_index is None:
-            return (pred == target).sum(), torch.tensor(float(target.numel()),
-                                                        device=target.device)
+            # a fill on the device, not a host-to-device copy
+            return (pred == target).sum(), torch.full((), float(target.numel()),
+                                                      dtype=torch.float64, device=target.device)
         keep = target != self.task.ignore_index
         return ((pred == target) & keep).sum(), keep.sum().double()
 
@@ -243,8 +258,9 @@ class TaskLoaders:
 def task_loaders(task: Task, train_set: TaskDataset, batch_size: int, *, seed: int,
                  rank: int, world_size: int, workers: int, crop_size: tuple[int, int],
                  scale: tuple[float, float], flip: bool, num_points: int,
-                 normalize: nn.Module | None) -> TaskLoaders:
-    """The training loader (shuffled, sharded, resumable) and batch preparation."""
+                 normalize: nn.Module | None, channels_last: bool = False) -> TaskLoaders:
+    """The training loader (shuffled, sharded, resumable) and batch preparation
+    (``channels_last``: image batches in that memory format; ignored for point clouds)."""
     if isinstance(train_set, SegmentationDataset):
         aug = SegmentationAugment(crop_size, scale, flip, ignore_index=train_set.ignore_index)
 
@@ -261,7 +277,7 @@ def task_loaders(task: Task, train_set: TaskDataset, batch_size: int, *, seed: i
             return point_batch(train_set, idx, num_points, part_seg)
     loader = SampleLoader(train_set, batch_size, make, shuffle=True, seed=seed,
                           drop_last=True, rank=rank, world_size=world_size, workers=workers)
-    return TaskLoaders(loader, TaskBatches(task, normalize))
+    return TaskLoaders(loader, TaskBatches(task, normalize, channels_last))
 
 
 def _segment(model: nn.Module, x: torch.Tensor, mode: str, window: tuple[int, int] | None,
