@@ -272,14 +272,19 @@ def run_points(args: argparse.Namespace) -> int:
     return _write_point_outputs(result, args)
 
 
-def _write_point_outputs(result: PointsResult, args: argparse.Namespace) -> int:
+def _show(table: str, result: Any, args: argparse.Namespace) -> None:
+    """Print a run's table and its reproduction command; write its JSON with ``--json``."""
     print()
-    print(point_table(result))
+    print(table)
     if result.command:
         print(f"\nreproduce with: {result.command}")
     if args.json:
         write_json(args.json, result.to_json())
         print(f"wrote {args.json}")
+
+
+def _write_point_outputs(result: PointsResult, args: argparse.Namespace) -> int:
+    _show(point_table(result), result, args)
     if args.out:
         out = Path(args.out)
         plot = write_point_plot(result, out)
@@ -304,13 +309,7 @@ def run_train_steps(args: argparse.Namespace) -> int:
 
 
 def _write_step_outputs(result: TrainStepResult, args: argparse.Namespace) -> int:
-    print()
-    print(step_table(result))
-    if result.command:
-        print(f"\nreproduce with: {result.command}")
-    if args.json:
-        write_json(args.json, result.to_json())
-        print(f"wrote {args.json}")
+    _show(step_table(result), result, args)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
