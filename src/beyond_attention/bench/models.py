@@ -18,7 +18,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -84,24 +84,18 @@ class ModelsResult(Record):
 
     kind: str = "models"
     settings: ModelSettings = field(default_factory=ModelSettings)
+    settings_type: ClassVar[Any] = ModelSettings
     gemm: dict[str, Any] = field(default_factory=dict)
     gemm_runs: list[dict[str, Any]] = field(default_factory=list)
     models: list[ModelRow] = field(default_factory=list)
     machine: dict[str, Any] | None = None
     command: str | None = None
 
-    def _encode(self, name: str, value: Any) -> Any:
-        if name == "settings":
-            return value.to_dict()
-        return super()._encode(name, value)
-
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
-        if name == "settings":
-            return ModelSettings.from_dict(value)
         if name == "models":
             return [ModelRow.from_json(v) for v in value]
-        return value
+        return super()._decode(name, value)
 
 
 def as_models_result(result: ModelsResult | dict[str, Any]) -> ModelsResult:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -247,21 +247,12 @@ class PointsResult(Record):
 
     kind: str = "points"
     settings: PointSettings = field(default_factory=PointSettings)
+    settings_type: ClassVar[Any] = PointSettings
     rows: list[dict[str, Any]] = field(default_factory=list)
     growth: dict[str, dict[str, Any]] = field(default_factory=dict)
     machine: dict[str, Any] | None = None
     command: str | None = None
 
-    def _encode(self, name: str, value: Any) -> Any:
-        if name == "settings":
-            return value.to_dict()
-        return super()._encode(name, value)
-
-    @classmethod
-    def _decode(cls, name: str, value: Any) -> Any:
-        if name == "settings":
-            return PointSettings.from_dict(value)
-        return value
 
 
 def run_points(settings: PointSettings, log: Callable[[str], None] = print) -> PointsResult:

@@ -10,7 +10,7 @@ written by a newer version survives a round trip.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 R = TypeVar("R", bound="Record")
 
@@ -26,13 +26,18 @@ class Record:
 
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
     nulls: set[str] = field(default_factory=set, kw_only=True, repr=False, compare=False)
+    #: The settings dataclass of a run's ``settings`` field (``to_dict`` / ``from_dict``).
+    settings_type: ClassVar[Any] = None
 
     def keep_null(self, *names: str) -> None:
         """Write these fields as ``null`` when they are None (rather than leaving them out)."""
         self.nulls.update(names)
 
     def _encode(self, name: str, value: Any) -> Any:
-        """The JSON form of one field (sub-records and lists of them are encoded)."""
+        """The JSON form of one field (sub-records, lists of them and the settings are
+        encoded)."""
+        if name == "settings" and self.settings_type is not None:
+            return value.to_dict()
         if isinstance(value, Record):
             return value.to_json()
         if isinstance(value, list):
@@ -44,6 +49,8 @@ class Record:
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         """The field value of one JSON entry (override for nested records)."""
+        if name == "settings" and cls.settings_type is not None:
+            return cls.settings_type.from_dict(value)
         return value
 
     def to_json(self) -> dict[str, Any]:

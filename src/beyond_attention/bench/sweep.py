@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .compile_study import CompileResult, compile_speedups
 from .contenders import DEFAULT_MIXERS, mixer_entries
@@ -86,6 +86,7 @@ class SweepResult(Record):
 
     kind: str = "mixers"
     settings: MixerSettings = field(default_factory=MixerSettings)
+    settings_type: ClassVar[Any] = MixerSettings
     mixers: dict[str, MixerInfo] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
     points: list[PointResult] = field(default_factory=list)
@@ -96,16 +97,12 @@ class SweepResult(Record):
     command: str | None = None
 
     def _encode(self, name: str, value: Any) -> Any:
-        if name == "settings":
-            return value.to_dict()
         if name == "mixers":
             return {k: v.to_json() for k, v in value.items()}
         return super()._encode(name, value)
 
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
-        if name == "settings":
-            return MixerSettings.from_dict(value)
         if name == "mixers":
             return {k: MixerInfo.from_json(v) for k, v in value.items()}
         record = {
@@ -116,7 +113,7 @@ class SweepResult(Record):
         }.get(name)
         if record is not None:
             return [record.from_json(v) for v in value]
-        return value
+        return super()._decode(name, value)
 
     def label(self, mixer: str) -> str:
         """The report label of ``mixer`` (its name when unknown)."""

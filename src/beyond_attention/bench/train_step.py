@@ -29,7 +29,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -159,6 +159,7 @@ class TrainStepResult(Record):
 
     kind: str = "train_step"
     settings: TrainStepSettings = field(default_factory=TrainStepSettings)
+    settings_type: ClassVar[Any] = TrainStepSettings
     gemm: dict[str, Any] = field(default_factory=dict)
     gemm_runs: list[dict[str, Any]] = field(default_factory=list)
     models: list[StepRow] = field(default_factory=list)
@@ -166,20 +167,13 @@ class TrainStepResult(Record):
     machine: dict[str, Any] | None = None
     command: str | None = None
 
-    def _encode(self, name: str, value: Any) -> Any:
-        if name == "settings":
-            return value.to_dict()
-        return super()._encode(name, value)
-
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
-        if name == "settings":
-            return TrainStepSettings.from_dict(value)
         if name == "models":
             return [StepRow.from_json(v) for v in value]
         if name == "peer":
             return StepRow.from_json(value)
-        return value
+        return super()._decode(name, value)
 
 
 def _sync(device: torch.device) -> None:
