@@ -15,21 +15,19 @@ from beyond_attention import create_model, get_model_config, list_models
 from beyond_attention.cli import main
 from beyond_attention.export import ExportError, export_onnx
 from beyond_attention.layers.external_attention import double_normalize
-from beyond_attention.layers.points import knn
+from beyond_attention.layers.points import farthest_point_sample, knn
 from beyond_attention.models._registry import example_input
 from beyond_attention.train.checkpoint import CheckpointError
 
 # The default sweep: every small variant. Point models at a small point count; the
 # neighbour embedding (pct, pct_ea) samples fewer centres there (the parameters do not
-# depend on them), since each sampled centre is one unrolled step in the exported graph.
+# depend on them), so that the eager reference forward stays quick.
 SMALL_POINTS = {"pct": 128, "pct_ea": 128, "spct": 64, "npct": 64, "pct_partseg": 64,
                 "pct_ea_partseg": 64}
 SMALL_KWARGS = {"pct": {"samples": (64, 32), "k": 16}, "pct_ea": {"samples": (64, 32), "k": 16}}
 SMALL = list_models("*_cifar*") + list_models("eanet_resnet26_small*") + sorted(SMALL_POINTS)
-# Point models at their config's point count too, except pct and pct_ea with the default
-# 512 + 256 centres: the unrolled sampling made one export run past 20 minutes.
-FULL = [n for n in list_models() if n not in SMALL] + [
-    f"{n}@full" for n in sorted(SMALL_POINTS) if n not in SMALL_KWARGS]
+# Point models at their config's point count and default centres too (512 + 256 for pct).
+FULL = [n for n in list_models() if n not in SMALL] + [f"{n}@full" for n in sorted(SMALL_POINTS)]
 
 
 def _inputs(name: str, batch: int, num_points: int | None, gen: torch.Generator):
@@ -135,6 +133,36 @@ def test_export_branch_of_knn_finds_the_same_neighbours(monkeypatch):
     # an independent reference: sort the full distance table
     dist = ((query[:, :, None] - points[:, None]) ** 2).sum(-1)
     torch.testing.assert_close(eager, dist.argsort(-1)[..., :8], rtol=0, atol=0)
+
+
+def test_exported_farthest_point_sampling_is_one_scan_with_the_eager_picks(tmp_path):
+    class Sample(torch.nn.Module):
+        def __init__(self, m: int) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+            return farthest_point_sample(xyz, self.m, start=xyz.new_ones(xyz.shape[0]).long())
+
+    gen = torch.Generator().manual_seed(0)
+    xyz = torch.randn(2, 300, 3, generator=gen)
+    dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("points", min=200)},)
+    graphs = {m: torch.export.export(Sample(m), (xyz,), dynamic_shapes=dims) for m in (8, 200)}
+    # the sampling step is traced once, whatever the number of centres
+    sizes = {m: len(ep.graph.nodes) for m, ep in graphs.items()}
+    assert sizes[8] == sizes[200]
+    other = torch.randn(3, 411, 3, generator=gen)  # another batch and point count
+    for m, ep in graphs.items():
+        torch.testing.assert_close(ep.module()(other), farthest_point_sample(
+            other, m, start=torch.ones(3, dtype=torch.long)), rtol=0, atol=0)
+    onnx_program = torch.onnx.export(Sample(200), (xyz,), dynamic_shapes=dims, dynamo=True,
+                                     verbose=False)
+    onnx_program.save(str(tmp_path / "fps.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "fps.onnx"))
+    assert [n.op_type for n in onnx_program.model_proto.graph.node].count("Scan") == 1
+    (got,) = session.run(None, {session.get_inputs()[0].name: other.numpy()})
+    np.testing.assert_array_equal(got, farthest_point_sample(
+        other, 200, start=torch.ones(3, dtype=torch.long)).numpy())
 
 
 def test_export_branch_of_double_normalisation_is_the_same_formula(monkeypatch):
