@@ -23,12 +23,38 @@ def test_entries_share_the_backbone_and_refuse_unknown_names():
         study.entries(["mixer-nothing"])
 
 
-def test_summary_mean_and_std_over_seeds():
-    results = [{"entry": "a", "top1": t, "params": 10, "images_per_s": s}
+def test_summary_mean_and_std_over_seeds_best_first(tmp_path):
+    results = [{"entry": "a", "top1": t, "params": 10, "images_per_s": s, "epochs_done": 1.0}
                for t, s in ((50.0, 100.0), (60.0, 300.0))]
-    rows, table = study.summarise(results, {"a": 0.5})
-    assert rows[0]["top1_mean"] == 55.0 and rows[0]["top1_std"] == pytest.approx(7.0710678)
-    assert rows[0]["images_per_s"] == 200.0 and "55.00 +- 7.07" in table and "0.500" in table
+    results.append({"entry": "b", "top1": 70.0, "params": 20, "images_per_s": 50.0,
+                    "epochs_done": 0.5})
+    rows, table = study.summarise(results, {"a": {"gmacs": 0.5, "activation_mib": 1.25}})
+    assert [r["entry"] for r in rows] == ["b", "a"]
+    a = rows[1]
+    assert a["top1_mean"] == 55.0 and a["top1_std"] == pytest.approx(7.0710678)
+    assert a["images_per_s"] == 200.0 and a["gmacs"] == 0.5 and rows[0]["gmacs"] is None
+    assert "55.00 +- 7.07" in table and "0.500" in table and "1.25" in table
+    assert study.plot(rows, tmp_path / "study.png")
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_entry_costs_count_the_entry_model():
+    import torch
+
+    from beyond_attention import create_model
+    from beyond_attention.bench.memory import activation_bytes
+    from beyond_attention.flops import count
+    from beyond_attention.models._registry import example_input
+
+    entry = study.entries(["mixer-external"])[0]
+    costs = study.entry_costs(entry)
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_cifar", mixer="external")
+    # the fake-tensor count equals a real pass; the model is the EA ViT, not the SA one
+    assert costs["gmacs"] == pytest.approx(count(model).gmacs, rel=1e-9)
+    assert costs["gmacs"] < study.entry_costs(study.entries(["mixer-self"])[0])["gmacs"]
+    saved = activation_bytes(model.train(), (example_input(model.config, 1),)).bytes
+    assert costs["activation_mib"] == pytest.approx(saved / 2**20, rel=1e-9)
 
 
 def test_study_runs_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, capsys, monkeypatch):
@@ -58,3 +84,44 @@ def test_study_runs_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, capsys,
     monkeypatch.setattr(train_pkg, "train", refuse)
     assert main(argv) == 0
     assert "seed 1: done before" in capsys.readouterr().out
+
+
+def test_a_run_is_claimed_once_and_a_dead_claim_is_taken_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    claim = tmp_path / "claims" / "mixer-self-s0.pid"
+    assert study.claim_run(claim) and claim.read_text() == str(os.getpid())
+    assert study.claim_run(claim)  # this process's own claim
+    claim.write_text(str(os.getppid()))  # a live process's claim is refused
+    assert not study.claim_run(claim) and claim.read_text() == str(os.getppid())
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    claim.write_text(done.stdout.strip())  # that process has exited: the claim is stale
+    assert study.claim_run(claim) and claim.read_text() == str(os.getpid())
+
+
+def test_runs_claimed_by_another_live_process_are_left_to_it(tmp_path, monkeypatch):
+    import os
+
+    import beyond_attention.train as train_pkg
+
+    trained = []
+
+    def fake_train(cfg):
+        trained.append((cfg.model_kwargs["mixer"], cfg.seed))
+        claim = tmp_path / "claims" / f"mixer-{cfg.model_kwargs['mixer']}-s{cfg.seed}.pid"
+        assert claim.read_text() == str(os.getpid())  # claimed while it trains
+        return {"top1": 50.0, "params": 1, "images_per_s": 10.0, "images_seen": 100,
+                "epochs_done": 0.5, "val_images": 10}
+
+    monkeypatch.setattr(train_pkg, "train", fake_train)
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "mixer-self-s1.pid").write_text(str(os.getppid()))
+    lines: list[str] = []
+    results = study.run_study(tmp_path, 1.0, 2, only=["mixer-self"], log=lines.append)
+    assert trained == [("self", 0)] and [r["seed"] for r in results] == [0]
+    assert "[2/2] mixer-self seed 1: training in another process" in lines
+    assert not (tmp_path / "claims" / "mixer-self-s0.pid").exists()  # released when done
+    assert (tmp_path / "results" / "mixer-self-s0.json").is_file()

@@ -47,3 +47,20 @@ def test_a_model_over_the_time_limit_gets_a_row_saying_so():
     row = report._child_row("resnet26_cifar", False, 0.5, report.EXPORT_HEADERS)
     assert len(row) == len(report.EXPORT_HEADERS) and row[0] == "resnet26_cifar"
     assert row[-1] == "not run: over the 0.5 s limit"
+
+
+def test_a_rerun_tries_again_the_rows_that_ran_over_or_failed(tmp_path, monkeypatch):
+    out = tmp_path / "export.md"
+    blank = [""] * (len(report.EXPORT_HEADERS) - 2)
+    table = report.format_table(report.EXPORT_HEADERS, [
+        ["resnet26_cifar", *blank, "not run: over the 240 s limit"],
+        ["vit_tiny_cifar", *blank, "failed: RuntimeError"],
+        ["eamlp_cifar", *["x"] * (len(report.EXPORT_HEADERS) - 1)]], markdown=True)
+    out.write_text(report._splice("", "export", table))
+    calls: list[str] = []
+    monkeypatch.setattr(report, "_child_row", _fake_rows(calls))
+    assert report.main(["resnet26_cifar", "vit_tiny_cifar", "eamlp_cifar",
+                        "--out", str(out)]) == 0
+    assert calls == ["resnet26_cifar", "vit_tiny_cifar"]  # the measured row is kept
+    rows = report._read_rows(out.read_text(), "export", len(report.EXPORT_HEADERS))
+    assert rows["resnet26_cifar"][-1] == "resnet26_cifar-10" and rows["eamlp_cifar"][1] == "x"

@@ -1,13 +1,15 @@
 """``beyond-attention study``: every token mixer in one backbone at an equal wall-clock
 budget, N seeds each, beside the paper models' small variants (see
-:mod:`beyond_attention.bench.study`). Resumable: a rerun skips the runs already done."""
+:mod:`beyond_attention.bench.study`). Resumable: a rerun skips the runs already done.
+Several copies of the same command share the work (each run is claimed by one of them):
+on K cores, K copies with ``--threads 1`` (``benchmarks/run_study.sh``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..bench.study import entries, plot, run_study, summarise
+from ..bench.study import entries, entry_costs, plot, run_study, summarise
 from ..io import atomic_write_bytes, atomic_write_json
 from ..train.config import count_or_all
 
@@ -28,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on N images (default: 0, all)")
     p.add_argument("--limit-val", type=count_or_all, default=None, metavar="N",
                    help="evaluate on N images (default: 0, all)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="batch size (default: each model's recipe)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
@@ -42,12 +45,18 @@ def run(args: argparse.Namespace) -> int:
               "batch_size": args.batch_size}
     results = run_study(out, args.budget_minutes, args.seeds, kwargs, only,
                         log=lambda line: print(line, flush=True))
-    rows, table = summarise(results)
+    missing = len(entries(only)) * args.seeds - len(results)
+    if missing:
+        print(f"{missing} run(s) still training in other processes: the summary covers the "
+              "finished ones; run the same command again when they are done", flush=True)
+    done = {r["entry"] for r in results}
+    costs = {e.name: entry_costs(e) for e in entries(only) if e.name in done}
+    rows, table = summarise(results, costs)
     atomic_write_json(out / "study.json", {"budget_minutes": args.budget_minutes,
                                            "seeds": args.seeds, "rows": rows,
                                            "runs": results})
     atomic_write_bytes(out / "study.md", (f"# Mixer study, {args.budget_minutes:g} minutes "
-                                          f"a run\n\n{table}\n").encode())
+                                          f"a run, {args.seeds} seeds\n\n{table}\n").encode())
     plot(rows, out / "study.png")
     print(table)
     return 0

@@ -16,8 +16,9 @@ of the first compiled call against eager (train mode: same weights and seed, ind
 
 Each model runs in a child process with a time limit (``--timeout``); a model over it gets
 a row saying so. With ``--out`` the file is rewritten atomically after every row and a
-rerun keeps the rows already there (``--redo`` measures them again): the table sits
-between two marker comments, so the text around it is kept.
+rerun keeps the rows already measured there (``--redo`` measures them again; rows that
+ran over the limit or failed are tried again): the table sits between two marker
+comments, so the text around it is kept.
 """
 
 from __future__ import annotations
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     text = out.read_text() if out is not None and out.exists() else ""
     rows = _read_rows(text, kind, len(headers))
     for name in names:
-        if name in rows and not args.redo:
+        measured = name in rows and not rows[name][-1].startswith(("not run", "failed"))
+        if measured and not args.redo:
             continue
         rows[name] = _child_row(name, args.compile, args.timeout, headers)
         print(" | ".join(rows[name]), flush=True)
