@@ -89,3 +89,12 @@ def test_recipe_counts_must_be_integers_in_range(recipe):
     with pytest.raises(ValueError, match="recipe of 'bad' must map .*batch_size an integer"):
         ModelConfig(name="bad", recipe=recipe)
     ModelConfig(name="good", recipe={"batch_size": 1, "crop_padding": 0})
+
+
+def test_a_resumed_runs_saved_settings_come_before_the_recipe():
+    saved = {"lr": 0.0123, "batch_size": 96, "crop_padding": None}
+    cfg = resolve(_parse(["--model", "lavit_tiny_cifar", "--warmup", "0.5"]), saved)
+    recipe = get_model_config("lavit_tiny_cifar").recipe
+    assert cfg.lr == 0.0123 and cfg.batch_size == 96  # saved, over the recipe
+    assert cfg.warmup == 0.5  # the flag, over both
+    assert cfg.crop_padding == recipe["crop_padding"]  # nothing saved: the recipe

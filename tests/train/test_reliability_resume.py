@@ -123,3 +123,23 @@ def test_changed_settings_splits_allowed_from_refused():
     assert changed_settings({"seed": 0}, new) == (["seed: 0 -> 1"], [])
     assert {"workers", "log_every", "quiet", "threads"} <= MAY_CHANGE
     assert not {"batch_size", "epochs", "lr", "seed"} & MAY_CHANGE
+
+
+def test_a_resume_takes_the_saved_values_of_settings_no_flag_gives(tiny_net, fashion_dir,
+                                                                   tmp_path):
+    # the run started with values that the recipe (or the fallback) no longer gives, as a
+    # run does that started before the recipe changed: resuming without those flags
+    # continues it with its saved values instead of refusing them as changes
+    started = dict(lr=3e-3, warmup=0.3, crop_padding=2)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(_cfg(fashion_dir, full, **started))
+    with pytest.raises(Stop):
+        train(_cfg(fashion_dir, cut, **started), on_step=_stop_at(6))
+    train(_cfg(fashion_dir, cut, resume="auto"))
+    saved = json.loads((cut / "last.json").read_text())["config"]
+    assert {k: saved[k] for k in started} == started
+    a, b = load_file(full / "last.safetensors"), load_file(cut / "last.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    # an explicit flag still wins over the saved value, and is refused as a change
+    with pytest.raises(CheckpointError, match="lr: 0.003 -> 0.001"):
+        train(_cfg(fashion_dir, cut, resume="auto", lr=1e-3))

@@ -549,6 +549,24 @@ def _throughput(run: Run, state: dict[str, Any], steps_done: int) -> dict[str, A
             "hflip": run.cfg.hflip}
 
 
+def _saved_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The configuration recorded by the checkpoint a ``--resume`` run would continue
+    (``{}`` when there is none or it cannot be read: :func:`_locate` and :func:`_resume`
+    then report it). It fills the recipe settings no flag gives, before the recipe."""
+    if cfg.resume is None:
+        return {}
+    if cfg.resume in ("", "auto"):
+        path = Path(cfg.out) / "last.json" if cfg.out else None
+    else:
+        path = Path(cfg.resume)
+        path = path / "last.json" if path.is_dir() else path
+    try:
+        saved = json.loads(path.read_text())["config"] if path is not None else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _locate(cfg: TrainConfig, run: Run) -> Path | None:
     """Set ``run.out``; return the checkpoint to resume from (None: start afresh).
 
@@ -937,7 +955,7 @@ def train(cfg: TrainConfig, on_step: StepHook | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, info: D.DistInfo, on_step: StepHook | None) -> dict[str, Any]:
     t_start = time.perf_counter()
-    cfg = recipe_mod.resolve(cfg)
+    cfg = recipe_mod.resolve(cfg, _saved_config(cfg))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _check(cfg, info)

@@ -6,7 +6,9 @@ random-crop padding, flip probability, channels-last memory format) chosen for s
 budgets (the measurements are in ``benchmarks/recipes.md``).
 :class:`~beyond_attention.train.config.TrainConfig` leaves those settings None unless a
 flag (or the caller) sets them; at the start of a run :func:`resolve` takes each unset one
-from the recipe, else from :data:`FALLBACK`. An explicit value always wins. The flip
+from the recipe, else from :data:`FALLBACK`. An explicit value always wins. A resumed run
+takes each unset one from the configuration it was saved with first, so that it continues
+the saved optimisation even when the recipe has changed since it started. The flip
 probability is decided with the data (:func:`beyond_attention.data.augment.default_hflip`),
 so it is resolved later.
 """
@@ -35,9 +37,14 @@ def model_recipe(name: str) -> dict[str, Any]:
     return dict(get_model_config(name).recipe)
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every unset recipe setting filled (``hflip`` stays as given)."""
+def resolve(cfg: TrainConfig, saved: dict[str, Any] | None = None) -> TrainConfig:
+    """``cfg`` with every unset recipe setting filled (``hflip`` stays as given).
+
+    ``saved``: the configuration recorded by the run being resumed (``last.json``'s
+    ``config``); its values come before the recipe's.
+    """
     recipe = model_recipe(cfg.model)
-    values = {key: recipe.get(key, fallback) for key, fallback in FALLBACK.items()
-              if getattr(cfg, key) is None}
+    saved = saved or {}
+    values = {key: saved[key] if saved.get(key) is not None else recipe.get(key, fallback)
+              for key, fallback in FALLBACK.items() if getattr(cfg, key) is None}
     return dataclasses.replace(cfg, **values)
