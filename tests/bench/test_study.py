@@ -125,3 +125,17 @@ def test_runs_claimed_by_another_live_process_are_left_to_it(tmp_path, monkeypat
     assert "[2/2] mixer-self seed 1: training in another process" in lines
     assert not (tmp_path / "claims" / "mixer-self-s0.pid").exists()  # released when done
     assert (tmp_path / "results" / "mixer-self-s0.json").is_file()
+
+
+def test_the_recorded_study_renders_to_the_table_in_cifar10_md():
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    recorded = json.loads((benchmarks / "study_cifar10.json").read_text(encoding="utf-8"))
+    costs = {r["entry"]: {"gmacs": r["gmacs"], "activation_mib": r["activation_mib"]}
+             for r in recorded["rows"]}
+    rows, table = study.summarise(recorded["runs"], costs)
+    assert [r["entry"] for r in rows] == [r["entry"] for r in recorded["rows"]]
+    assert {r["entry"] for r in rows} == {e.name for e in study.entries()}
+    assert all(r["seeds"] == recorded["seeds"] for r in rows)
+    committed = (benchmarks / "cifar10.md").read_text(encoding="utf-8")
+    missing = [line for line in table.splitlines() if line not in committed.splitlines()]
+    assert not missing, missing[:3]

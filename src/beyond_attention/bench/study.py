@@ -6,13 +6,16 @@ entry); only its ``mixer`` differs: self-attention on SDPA (``self``), external 
 (Guo et al., arXiv:2105.02358, ``external`` and multi-head ``external_mh``), the lambda
 layer (Bello, arXiv:2102.08602, ``lambda``), LaViT's less-attention (arXiv:2406.00427,
 ``less``), the MLP-Mixer token MLP (``mlp_mixer``) and no token mixing
-(``feedforward``). The paper models' CIFAR variants follow. Each (entry, seed) is one
+(``feedforward``); the lambda entry alone pools by the mean over tokens instead of a class
+token, since the lambda layer needs an exact token grid. The paper models' CIFAR variants
+follow. Each (entry, seed) is one
 ``train --budget-minutes M`` run; its result is saved atomically as
 ``results/ENTRY-sSEED.json`` under the study's directory, so a rerun skips what is done.
 Several study processes can share one directory (lanes: one thread each on a multi-core
 machine): each run is claimed first (``claims/ENTRY-sSEED.pid``, created exclusively),
 so every (entry, seed) trains once; a claim whose process has died is taken over and its
 run resumed.
+
 :func:`summarise` gives mean +- std of top-1 per entry beside parameters, training
 images/s and the costs of :func:`entry_costs`: GMACs of one image's forward and the
 activation memory one image's training forward keeps for backward, both at the model's
@@ -252,8 +255,14 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
-    if len(axes_keys) > 1:
-        axes[0][1].set_xscale("log")  # the GMACs span two orders of magnitude
+    if len(axes_keys) > 1:  # the GMACs span an order of magnitude: a log axis, plain labels
+        from matplotlib.ticker import FuncFormatter
+
+        ax = axes[0][1]
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
