@@ -132,14 +132,16 @@ def claim_run(path: Path) -> bool:
     return False
 
 
-def _train_run(config_type: Any, train: Callable[..., dict[str, Any]], out: Path,
-               entry: StudyEntry, seed: int, budget_minutes: float,
+def _train_run(out: Path, entry: StudyEntry, seed: int, budget_minutes: float,
                train_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Train one (entry, seed) for ``budget_minutes``; its result record."""
-    cfg = config_type(**{"quiet": True, **train_kwargs, "model": entry.model,
+    from ..train import TrainConfig, train
+
+    cfg = TrainConfig(**{"quiet": True, **train_kwargs, "model": entry.model,
                          "model_kwargs": dict(entry.model_kwargs), "seed": seed,
                          "budget_minutes": budget_minutes,
-                         "out": str(out / "runs" / f"{entry.name}-s{seed}"), "resume": "auto"})
+                         "out": str(out / "runs" / f"{entry.name}-s{seed}"),
+                         "resume": "auto"})
     final = train(cfg)
     return {"entry": entry.name, "model": entry.model, "seed": seed,
             "model_kwargs": dict(entry.model_kwargs), "top1": final["top1"],
@@ -158,8 +160,6 @@ def run_study(out: Path, budget_minutes: float, seeds: int,
     settings (data, limits, threads, ...). Each finished run's result is written
     atomically to ``out/results/ENTRY-sSEED.json`` before the next run starts.
     """
-    from ..train import TrainConfig, train
-
     if seeds <= 0:
         raise ValueError(f"seeds must be positive, got {seeds}")
     if not budget_minutes > 0:
@@ -185,8 +185,7 @@ def run_study(out: Path, budget_minutes: float, seeds: int,
                 if path.is_file():  # finished by another process since the check above
                     results.append(json.loads(path.read_text()))
                     continue
-                result = _train_run(TrainConfig, train, out, entry, seed, budget_minutes,
-                                    train_kwargs or {})
+                result = _train_run(out, entry, seed, budget_minutes, train_kwargs or {})
                 atomic_write_json(path, result)  # before the claim goes
             finally:
                 claim.unlink(missing_ok=True)

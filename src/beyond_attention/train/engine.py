@@ -549,17 +549,24 @@ def _throughput(run: Run, state: dict[str, Any], steps_done: int) -> dict[str, A
             "hflip": run.cfg.hflip}
 
 
+def _named_record(cfg: TrainConfig) -> Path | None:
+    """The ``last.json`` that ``--resume PATH`` names (a folder stands for its
+    ``last.json``); None for ``--resume`` without a path (auto) or no resume."""
+    if cfg.resume in (None, "", "auto"):
+        return None
+    path = Path(cfg.resume)
+    return path / "last.json" if path.is_dir() else path
+
+
 def _saved_config(cfg: TrainConfig) -> dict[str, Any]:
     """The configuration recorded by the checkpoint a ``--resume`` run would continue
     (``{}`` when there is none or it cannot be read: :func:`_locate` and :func:`_resume`
     then report it). It fills the recipe settings no flag gives, before the recipe."""
     if cfg.resume is None:
         return {}
-    if cfg.resume in ("", "auto"):
-        path = Path(cfg.out) / "last.json" if cfg.out else None
-    else:
-        path = Path(cfg.resume)
-        path = path / "last.json" if path.is_dir() else path
+    path = _named_record(cfg)
+    if path is None and cfg.out:  # auto: the record in --out
+        path = Path(cfg.out) / "last.json"
     try:
         saved = json.loads(path.read_text())["config"] if path is not None else {}
     except (OSError, ValueError, KeyError, TypeError):
@@ -573,10 +580,7 @@ def _locate(cfg: TrainConfig, run: Run) -> Path | None:
     A new run never writes into a directory holding another run unless ``--overwrite``
     (:mod:`~beyond_attention.train.run_dir`); without ``--out`` rank 0 picks a fresh
     ``runs/MODEL-DATASET[-N]`` and tells the other processes."""
-    resume_path = None
-    if cfg.resume not in (None, "", "auto"):
-        resume_path = Path(cfg.resume)
-        resume_path = resume_path / "last.json" if resume_path.is_dir() else resume_path
+    resume_path = _named_record(cfg)
     if cfg.out:
         run.out = Path(cfg.out)
     elif resume_path is not None:
