@@ -8,6 +8,11 @@ a diverged run) print one line ``error: ...`` on stderr and exit with status 1, 
 usage errors (as argparse does for a bad flag); any other exception is a bug and keeps its
 traceback. ``--debug`` (before or after the command) or ``BEYOND_ATTENTION_DEBUG=1`` shows
 the traceback of expected errors too. Ctrl-C exits with status 130.
+
+Run from the command line (``argv`` not given), the process keeps the memory it frees for
+its next allocations (:func:`beyond_attention.allocator.keep_freed_memory`: no page faults
+for the same large activations every training step); ``BEYOND_ATTENTION_MALLOC=system``
+keeps the C library's defaults.
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # a process of its own, not a call from a program that embeds us
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args._argv = argv
