@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from beyond_attention.bench.memory import activation_bytes, saved_tensor_bytes
+from beyond_attention.bench.memory import (
+    activation_bytes,
+    activation_bytes_per_image,
+    saved_tensor_bytes,
+)
 
 
 def test_linear_relu_saves_input_and_output_not_weight():
@@ -79,3 +83,18 @@ def test_exp_saves_its_result():
     report, out = saved_tensor_bytes(lambda: torch.exp(x))
     assert report.bytes == 3 * 4 * 4
     assert report.storages == 1
+
+
+def test_per_image_bytes_are_measured_on_one_image():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+    x1 = torch.randn(1, 8)
+    # input 8 + relu output 16 floats
+    assert activation_bytes_per_image(model, x1, lambda: torch.randn(2, 8)) == (8 + 16) * 4
+
+
+def test_a_model_that_cannot_train_on_one_image_is_measured_on_two_and_halved():
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16)).train()
+    two = torch.randn(2, 8)
+    expected = activation_bytes(model, (two,)).bytes // 2
+    assert activation_bytes_per_image(model, torch.randn(1, 8), lambda: two) == expected
+    assert expected > 0

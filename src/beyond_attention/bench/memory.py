@@ -114,3 +114,21 @@ def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:
     peak = torch.cuda.max_memory_allocated(device)
     del out
     return int(peak - base)
+
+
+def activation_bytes_per_image(
+    model: torch.nn.Module, x1: torch.Tensor, two: Callable[[], torch.Tensor]
+) -> int:
+    """Bytes one image's training forward saves for backward (``model`` in train mode).
+
+    Measured on the one image ``x1``; a model that cannot train on one (a BatchNorm over
+    pooled features, as in the PCT heads, needs two values per channel) is measured on
+    the two images ``two()`` and the count halved (activations grow linearly with the
+    batch).
+    """
+    try:
+        return activation_bytes(model, (x1,)).bytes
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            raise
+    return activation_bytes(model, (two(),)).bytes // 2

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..tables import fmt_bytes, fmt_num, format_table
 from . import timing
 from .counting import forward_flops
-from .memory import activation_bytes
+from .memory import activation_bytes_per_image
 from .records import Record
 from .report import load_note, machine_markdown
 from .settings import ModelSettings
@@ -155,24 +155,6 @@ def random_targets(
     return torch.randint(0, max(1, num_classes), shape, generator=generator)
 
 
-def _activation_bytes_per_image(
-    model: torch.nn.Module, x1: torch.Tensor, two: Callable[[], torch.Tensor]
-) -> int:
-    """Bytes one image's training forward saves for backward.
-
-    Measured on the one image ``x1``; a model that cannot train on one (a BatchNorm over
-    pooled features, as in the PCT heads, needs two values per channel) is measured on
-    the two images ``two()`` and the count halved (activations grow linearly with the
-    batch).
-    """
-    try:
-        return activation_bytes(model, (x1,)).bytes
-    except ValueError as e:
-        if "more than 1 value per channel" not in str(e):
-            raise
-    return activation_bytes(model, (two(),)).bytes // 2
-
-
 def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float) -> ModelRow:
     """Measure one registered model; failures are recorded in ``status``/``reason``."""
     from ..models._registry import create_model, example_input
@@ -197,7 +179,7 @@ def bench_model(name: str, settings: ModelSettings, reference_flops_per_s: float
         row.reported_gmacs = cfg.reported_gmacs
         row.keep_null("reported_params_m", "reported_gmacs")  # recorded even when unknown
         model.train()
-        row.activation_bytes_per_image = _activation_bytes_per_image(
+        row.activation_bytes_per_image = activation_bytes_per_image(
             model, x1, lambda: example_input(cfg, 2, img_size=img_size, generator=g).to(dev)
         )
         del x1

@@ -83,14 +83,14 @@ def entry_costs(entry: StudyEntry) -> dict[str, float]:
 
     from ..flops import count
     from ..models._registry import create_model, example_input
-    from .models import _activation_bytes_per_image
+    from .memory import activation_bytes_per_image
 
     torch.manual_seed(0)
     model = create_model(entry.model, **entry.model_kwargs)
     gmacs = count(model, fake=True).gmacs
     model.train()
     gen = torch.Generator().manual_seed(0)
-    activation = _activation_bytes_per_image(
+    activation = activation_bytes_per_image(
         model, example_input(model.config, 1, generator=gen),
         lambda: example_input(model.config, 2, generator=gen))
     return {"gmacs": gmacs, "activation_mib": activation / 2**20}
