@@ -65,7 +65,7 @@ def test_the_environment_opt_out_keeps_the_c_library_defaults():
 @glibc_only
 def test_the_command_line_applies_it_but_a_call_with_arguments_does_not():
     script = (
-        "import ctypes, sys\n"
+        "import sys\n"
         "from unittest import mock\n"
         "import beyond_attention.allocator as a\n"
         "from beyond_attention import cli\n"
