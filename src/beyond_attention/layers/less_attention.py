@@ -44,6 +44,7 @@ from einops import rearrange
 from torch import nn
 
 from ._validate import check_divisible, check_tokens, upcast
+from .sdpa import scaled_dot_product_attention
 
 __all__ = [
     "AttentionDownsample",
@@ -187,7 +188,7 @@ class VanillaAttention(nn.Module):
                 )
         if not return_scores:
             mask = None if attn_bias is None else attn_bias.to(q.dtype)
-            out = F.scaled_dot_product_attention(
+            out = scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.0
             )
             if self.map_hook is not None:

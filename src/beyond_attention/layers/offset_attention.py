@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .external_attention import double_normalize
+from .sdpa import scaled_dot_product_attention
 
 __all__ = ["ExternalAttentionPoints", "OffsetAttention", "PointSelfAttention",
            "check_point_features"]
@@ -160,7 +161,8 @@ class PointSelfAttention(nn.Module):
     PCT's Sec. 3.3 baseline before offset-attention: ``F_sa = softmax(Q K^T / sqrt(d_a)) V``
     with PCT's projections (query/key width C/4, shared as in :class:`OffsetAttention`),
     then ``out = x + relu(BN(W_t F_sa + b_t))``. Runs through
-    ``torch.nn.functional.scaled_dot_product_attention`` (one head).
+    ``torch.nn.functional.scaled_dot_product_attention`` (one head; see
+    :mod:`beyond_attention.layers.sdpa` for low precision on CPU).
 
     Shapes: ``x`` (B, C, N) -> (B, C, N).
     """
@@ -180,7 +182,7 @@ class PointSelfAttention(nn.Module):
         check_point_features(x, self.channels)
         q = self.q(x)
         k = q if self.k is None else self.k(x)
-        f_sa = nn.functional.scaled_dot_product_attention(
+        f_sa = scaled_dot_product_attention(
             q.transpose(1, 2).unsqueeze(1), k.transpose(1, 2).unsqueeze(1),
             self.v(x).transpose(1, 2).unsqueeze(1),
         ).squeeze(1).transpose(1, 2)  # (B, C, N)

@@ -7,7 +7,8 @@ Vaswani et al. 2017, as used by ViT/DeiT:
     out     = concat_h(A_h V_h) W_o                    (B, N, d)
 
 The fast path calls ``torch.nn.functional.scaled_dot_product_attention`` (flash or
-memory-efficient kernels on CUDA, a fused kernel on CPU) and never materialises ``A``;
+memory-efficient kernels on CUDA, a fused kernel on CPU, in float32 there for bfloat16 or
+float16 inputs: :mod:`beyond_attention.layers.sdpa`) and never materialises ``A``;
 ``return_attn=True`` computes ``A`` explicitly, with the softmax in float32.
 """
 
@@ -16,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_divisible, check_tokens, upcast
+from .sdpa import scaled_dot_product_attention
 
 
 class SelfAttention(nn.Module):
@@ -84,7 +85,7 @@ class SelfAttention(nn.Module):
         check_tokens(x, self.dim)
         q, k, v = self._qkv(x)
         if not return_attn:
-            out = F.scaled_dot_product_attention(
+            out = scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0
             )
             if self.map_hook is not None:
