@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from beyond_attention.layers.less_attention import LessAttention, VanillaAttention
 from beyond_attention.models._registry import create_model, get_model_config, list_models
-from beyond_attention.models.lavit import LaViT
+from beyond_attention.models.lavit import DWConvMlp, LaViT
 
 PAPER = {"lavit_tiny": (10.9, 1.6), "lavit_small": (22.4, 3.3), "lavit_base": (39.6, 6.1)}
 
@@ -216,3 +216,44 @@ def test_invalid_layouts():
         create_model("lavit_tiny_cifar", embed_dims=(32, 64, 128))
     with pytest.raises(ValueError, match="img_size"):
         create_model("lavit_tiny", img_size=16)
+
+
+def _dwconv_mlp_reference(mlp, x, hw):
+    """Linear -> 3x3 depthwise conv (written as 9 shifted products) -> GELU -> Linear."""
+    h = torch.einsum("bnc,dc->bnd", x, mlp.fc1.weight) + mlp.fc1.bias
+    b, _, c = h.shape
+    grid = torch.nn.functional.pad(h.reshape(b, hw[0], hw[1], c), (0, 0, 1, 1, 1, 1))
+    w = mlp.dwconv.weight.reshape(c, 3, 3)
+    conv = mlp.dwconv.bias + sum(grid[:, i:i + hw[0], j:j + hw[1], :] * w[:, i, j]
+                                 for i in range(3) for j in range(3))
+    act = torch.nn.functional.gelu(conv.reshape(b, -1, c))
+    return torch.einsum("bnd,cd->bnc", act, mlp.fc2.weight) + mlp.fc2.bias
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("hw", [(2, 2), (4, 3)])
+def test_dwconv_mlp_matches_the_formula_in_either_memory_format(channels_last, hw):
+    torch.manual_seed(0)
+    mlp = DWConvMlp(6, 12).double()
+    if channels_last:
+        torch.nn.utils.convert_conv2d_weight_memory_format(mlp, torch.channels_last)
+    x = torch.randn(3, hw[0] * hw[1], 6, dtype=torch.float64, requires_grad=True)
+    out = mlp(x, hw)
+    torch.testing.assert_close(out, _dwconv_mlp_reference(mlp, x, hw), rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    assert mlp.dwconv.weight.grad.stride() == mlp.dwconv.weight.stride()
+
+
+@pytest.mark.parametrize("hw, float32_conv", [((2, 2), True), ((4, 4), False)])
+def test_dwconv_mlp_convolves_small_low_precision_maps_in_float32(hw, float32_conv):
+    torch.manual_seed(0)
+    mlp = DWConvMlp(8, 16)
+    torch.nn.utils.convert_conv2d_weight_memory_format(mlp, torch.channels_last)
+    seen = []
+    mlp.dwconv.register_forward_hook(lambda mod, args, out: seen.append(args[0].dtype))
+    x = torch.randn(2, hw[0] * hw[1], 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(x, hw)
+    assert seen == [torch.float32 if float32_conv else torch.bfloat16]
+    torch.testing.assert_close(out.float(), _dwconv_mlp_reference(mlp, x, hw),
+                               rtol=5e-2, atol=5e-2)
