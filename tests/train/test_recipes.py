@@ -98,3 +98,17 @@ def test_a_resumed_runs_saved_settings_come_before_the_recipe():
     assert cfg.lr == 0.0123 and cfg.batch_size == 96  # saved, over the recipe
     assert cfg.warmup == 0.5  # the flag, over both
     assert cfg.crop_padding == recipe["crop_padding"]  # nothing saved: the recipe
+
+
+@pytest.mark.parametrize("amp", ["half", 1, True])
+def test_a_recipes_amp_must_be_a_mode_of_the_flag(amp):
+    with pytest.raises(ValueError, match="amp one of off, auto, native, bf16, fp16"):
+        ModelConfig(name="bad", recipe={"amp": amp})
+    assert ModelConfig(name="good", recipe={"amp": "native"}).recipe["amp"] == "native"
+
+
+def test_an_amp_flag_overrides_the_recipe():
+    recipe = get_model_config(DEFAULT_MODEL).recipe
+    assert resolve(_parse([])).amp == recipe.get("amp", FALLBACK["amp"])
+    assert resolve(_parse(["--amp", "off"])).amp == "off"
+    assert resolve(_parse(["--amp"])).amp == "auto"

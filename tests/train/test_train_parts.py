@@ -116,6 +116,16 @@ def test_amp_dtype_choices():
         amp_dtype("int8", cpu)
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
+def test_native_amp_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, avx512_bf16, amx,
+                                                             expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert amp_dtype("native", torch.device("cpu")) is expected
+
+
 def _trained(steps=3):
     torch.manual_seed(0)
     model = tiny_model.TinyNet(10, 1)

@@ -61,12 +61,14 @@ TASKS: tuple[str, ...] = (
 """What a model does; it decides the input layout (images (B, C, H, W) or points (B, 3, N))."""
 RECIPE_KEYS: tuple[str, ...] = ("lr", "weight_decay", "warmup", "drop_path",
                                  "label_smoothing", "batch_size", "crop_padding", "hflip",
-                                 "channels_last")
+                                 "channels_last", "amp")
 """The training settings a model's ``recipe`` may set (``create_model`` ignores the recipe;
 ``train`` uses it where no flag is given): numbers, except the switches of
-:data:`RECIPE_SWITCHES`."""
+:data:`RECIPE_SWITCHES` and ``amp``, one of :data:`AMP_MODES`."""
 RECIPE_SWITCHES: frozenset[str] = frozenset({"channels_last"})
 """The recipe keys whose value is a bool."""
+AMP_MODES: tuple[str, ...] = ("off", "auto", "native", "bf16", "fp16")
+"""The mixed-precision modes of ``train --amp`` (and of a recipe's ``amp``)."""
 POINTCLOUD_TASKS = frozenset(t for t in TASKS if t.startswith("pointcloud"))
 
 
@@ -96,19 +98,21 @@ class ModelConfig:
     reported_top1: float | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, float | int | bool] = field(default_factory=dict)
+    recipe: dict[str, float | int | bool | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.recipe) - set(RECIPE_KEYS))
         counts = [(self.recipe.get("batch_size", 1), 1), (self.recipe.get("crop_padding", 0), 0)]
         if bad or not all(isinstance(v, bool) if k in RECIPE_SWITCHES
+                          else v in AMP_MODES if k == "amp"
                           else isinstance(v, int | float) and not isinstance(v, bool)
                           for k, v in self.recipe.items()) \
                 or not all(isinstance(v, int) and v >= low for v, low in counts):
             raise ValueError(f"recipe of {self.name!r} must map some of "
                              f"{', '.join(RECIPE_KEYS)} to numbers (batch_size an integer "
                              f">= 1, crop_padding >= 0; bools for "
-                             f"{', '.join(sorted(RECIPE_SWITCHES))}), got {self.recipe}")
+                             f"{', '.join(sorted(RECIPE_SWITCHES))}; amp one of "
+                             f"{', '.join(AMP_MODES)}), got {self.recipe}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         expected = 2 if self.task in POINTCLOUD_TASKS else 3

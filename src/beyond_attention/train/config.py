@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..data.find import DATASET_NAMES
+from ..models._registry import AMP_MODES
 
 
 class UsageError(ValueError):
@@ -100,7 +101,8 @@ class TrainConfig:
     ``batch_size / K`` samples per step, so the optimisation does not depend on K.
     ``warmup`` is in epochs (fractions allowed). ``ema`` is the EMA decay (0: off).
     ``amp`` is ``off``, ``auto`` (bfloat16 on CPU; bfloat16 on GPUs that support it, else
-    float16), ``bf16`` or ``fp16``.
+    float16), ``native`` (bfloat16 where the device computes it natively, else off), ``bf16``
+    or ``fp16``; None takes the model's recipe.
 
     The defaults make a short real run: one epoch of ``DEFAULT_MODEL`` on a fixed
     10,000-image subset of the training split, validated on 2,000 images of the ``val`` (or
@@ -186,9 +188,13 @@ class TrainConfig:
     aux_weight: float = setting(1.0, group=_OPT,
                                 help="weight of the model's auxiliary loss (LaViT's "
                                      "diagonality loss)")
-    amp: str = setting("off", group=_OPT, nargs="?", const="auto",
-                       choices=("off", "auto", "bf16", "fp16"),
-                       help="mixed precision: bfloat16 on CPU, bf16/fp16 on GPU ('--amp' = auto)")
+    amp: str | None = setting(None, group=_OPT, nargs="?", const="auto",
+                              choices=AMP_MODES,
+                              shown_default=_RECIPE + "off",
+                              help="mixed precision: bfloat16 on CPU, bf16/fp16 on GPU ('--amp' "
+                                   "= auto); 'native': bfloat16 only where the hardware "
+                                   "computes it natively (a CPU with AVX-512 BF16 or AMX, a "
+                                   "GPU with bfloat16), else off")
     seed: int = setting(0, group=_OPT, help="seed of every random draw")
 
     # -- augmentation

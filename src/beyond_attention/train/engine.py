@@ -79,10 +79,23 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def computes_bf16_natively(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 arithmetic in hardware: a GPU that supports it, or a
+    CPU with AVX-512 BF16 or AMX (elsewhere bfloat16 autocast is emulated, and slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``--amp`` on ``device`` (None: full precision)."""
     if amp == "off":
         return None
+    if amp == "native":
+        return torch.bfloat16 if computes_bf16_natively(device) else None
     if amp == "auto":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return torch.float16
@@ -93,7 +106,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise ValueError("amp 'fp16' needs a GPU; use 'bf16' on CPU")
         return torch.float16
-    raise ValueError(f"amp must be off, auto, bf16 or fp16, got {amp!r}")
+    raise ValueError(f"amp must be off, auto, native, bf16 or fp16, got {amp!r}")
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
