@@ -71,6 +71,9 @@ def test_study_runs_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, capsys,
                                          "mixer-feedforward-s1.json"]
     first = json.loads(results[0].read_text())
     assert first["images_seen"] >= 16 and first["budget_minutes"] == 0.005
+    # float32 by default, though the backbone's recipe asks for bfloat16 where native
+    run_final = json.loads((tmp_path / "runs" / "mixer-feedforward-s0" / "final.json").read_text())
+    assert run_final["amp"] == "off" and run_final["config"]["amp"] == "off"
     summary = json.loads((tmp_path / "study.json").read_text())
     assert summary["rows"][0]["seeds"] == 2
     assert "mixer-feedforward" in (tmp_path / "study.md").read_text()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..bench.study import entries, entry_costs, plot, run_study, summarise
 from ..io import atomic_write_bytes, atomic_write_json
+from ..models._registry import AMP_MODES
 from ..train.config import count_or_all
 
 
@@ -34,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size (default: each model's recipe)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", default="off", choices=AMP_MODES,
+                   help="mixed precision of every run, as train's --amp (default: off, "
+                        "float32 for every entry, as the recorded study; 'native' or 'auto' "
+                        "for bfloat16)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     kwargs = {"data": args.data, "limit_train": args.limit_train,
               "limit_val": args.limit_val, "threads": args.threads, "device": args.device,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "amp": args.amp}
     results = run_study(out, args.budget_minutes, args.seeds, kwargs, only,
                         log=lambda line: print(line, flush=True))
     missing = len(entries(only)) * args.seeds - len(results)
