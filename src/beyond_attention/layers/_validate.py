@@ -67,6 +67,10 @@ def check_divisible(value: int, divisor: int, name: str, divisor_name: str) -> N
         raise ValueError(f"{name}={value} must be divisible by {divisor_name}={divisor}")
 
 
+LOW_PRECISION: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+"""The half-precision dtypes (autocast's), which :func:`upcast` lifts to float32."""
+
+
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """Half-precision tensors to float32 for softmax and normalisations; others unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.float() if x.dtype in LOW_PRECISION else x

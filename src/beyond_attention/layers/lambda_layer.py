@@ -41,11 +41,10 @@ from einops import rearrange
 from torch import nn
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from ._validate import check_divisible, check_image, upcast
+from ._validate import LOW_PRECISION, check_divisible, check_image, upcast
 from .norms import BatchNorm2d
 
 PositionImpl = Literal["auto", "conv", "fft"]
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 # ``position_impl="auto"``: single-thread CPU timings of the position lambdas (B=8, v=64, k=16,
 # u=1; H=W in 14, 28, 56; kernels 3..111) put the chunked FFT ahead of the direct correlation
@@ -520,7 +519,7 @@ class LambdaLayer(nn.Module):
     @staticmethod
     def _norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
         # Batch norm in float32 when activations are half precision (autocast).
-        if x.dtype in _LOW_PRECISION and norm.weight.dtype == torch.float32:
+        if x.dtype in LOW_PRECISION and norm.weight.dtype == torch.float32:
             x = x.float()
         return norm(x)
 

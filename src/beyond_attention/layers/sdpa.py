@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
+from ._validate import LOW_PRECISION
 
 
 def scaled_dot_product_attention(
@@ -31,7 +31,7 @@ def scaled_dot_product_attention(
     tensor and keeps the positions where it is ``True`` when boolean, as in
     ``F.scaled_dot_product_attention``. Returns (B, h, N, c') in ``q``'s dtype.
     """
-    if q.device.type != "cpu" or q.dtype not in _LOW_PRECISION:
+    if q.device.type != "cpu" or q.dtype not in LOW_PRECISION:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
     if attn_mask is not None and attn_mask.is_floating_point():
         attn_mask = attn_mask.float()

@@ -52,7 +52,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers._validate import check_divisible
+from ..layers._validate import LOW_PRECISION, check_divisible
 from ..layers.drop_path import DropPath
 from ..layers.less_attention import (
     AttentionDownsample,
@@ -138,7 +138,7 @@ class DWConvMlp(nn.Module):
         layout = torch.channels_last if weight_is_channels_last else torch.contiguous_format
         x = x.contiguous(memory_format=layout)
         small = x.shape[-2] * x.shape[-1] <= _FLOAT32_DWCONV_POSITIONS
-        if x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float16) or not small:
+        if x.device.type != "cpu" or x.dtype not in LOW_PRECISION or not small:
             return self.dwconv(x)
         with torch.autocast("cpu", enabled=False):
             return self.dwconv(x.float()).to(x.dtype)

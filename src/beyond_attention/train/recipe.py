@@ -3,8 +3,7 @@
 A model's :class:`~beyond_attention.models._registry.ModelConfig` may carry a ``recipe``
 (learning rate, weight decay, warm-up, stochastic depth, label smoothing, batch size,
 random-crop padding, flip probability, channels-last memory format, mixed precision) chosen
-for short CPU
-budgets (the measurements are in ``benchmarks/recipes.md``).
+for short CPU budgets (the measurements are in ``benchmarks/recipes.md``).
 :class:`~beyond_attention.train.config.TrainConfig` leaves those settings None unless a
 flag (or the caller) sets them; at the start of a run :func:`resolve` takes each unset one
 from the recipe, else from :data:`FALLBACK`. An explicit value always wins. A resumed run
@@ -24,10 +23,9 @@ from .config import TrainConfig
 __all__ = ["FALLBACK", "model_recipe", "resolve"]
 
 #: The value of each recipe setting when neither a flag nor the model's recipe gives one.
-FALLBACK: dict[str, float | int | bool | str] = {"lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
-                                           "drop_path": 0.0, "label_smoothing": 0.1,
-                                           "batch_size": 128, "crop_padding": 4,
-                                           "channels_last": False, "amp": "off"}
+FALLBACK: dict[str, float | int | bool | str] = {
+    "lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2, "drop_path": 0.0, "label_smoothing": 0.1,
+    "batch_size": 128, "crop_padding": 4, "channels_last": False, "amp": "off"}
 
 
 def model_recipe(name: str) -> dict[str, Any]:
