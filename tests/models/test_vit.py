@@ -59,6 +59,8 @@ def reference_vit(model: VisionTransformer, img: torch.Tensor) -> torch.Tensor:
     )
     w_e = model.patch_embed.proj.weight.reshape(d, c * p * p)
     x = patches @ w_e.T + model.patch_embed.proj.bias
+    if isinstance(model.patch_embed.norm, nn.LayerNorm):
+        x = layer_norm(x, model.patch_embed.norm)
     x = torch.cat([model.cls_token.expand(b, 1, d), x], dim=1) + model.pos_embed
     for blk in model.blocks:
         attn = blk.attn
@@ -74,10 +76,29 @@ def reference_vit(model: VisionTransformer, img: torch.Tensor) -> torch.Tensor:
     return linear(x[:, 0], model.head)
 
 
-def test_forward_matches_written_out_vit_in_float64():
-    model = small_vit().double().eval()
+@pytest.mark.parametrize("embed_norm", [False, True])
+def test_forward_matches_written_out_vit_in_float64(embed_norm):
+    model = small_vit(embed_norm=embed_norm).double().eval()
+    if embed_norm:  # a norm that is not the identity, so that the test sees it
+        nn.init.normal_(model.patch_embed.norm.weight, 1.0, 0.3)
+        nn.init.normal_(model.patch_embed.norm.bias, 0.0, 0.3)
     img = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     torch.testing.assert_close(model(img), reference_vit(model, img), rtol=1e-6, atol=1e-6)
+    img.requires_grad_(True)
+    ref_grad = torch.autograd.grad(reference_vit(model, img).sum(), img)[0]
+    got_grad = torch.autograd.grad(model(img).sum(), img)[0]
+    torch.testing.assert_close(got_grad, ref_grad, rtol=1e-6, atol=1e-8)
+
+
+def test_patch_norm_normalises_every_embedded_patch():
+    model = small_vit(embed_norm=True)
+    tokens = model.patch_embed(torch.randn(3, 3, 16, 16) * 5 + 2)
+    assert tokens.shape == (3, 16, 24)
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(3, 16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(tokens.var(-1, unbiased=False), torch.ones(3, 16), atol=1e-3,
+                               rtol=0)
+    assert "patch_embed.norm.weight" in model.state_dict()
+    assert "patch_embed.norm.weight" not in small_vit().state_dict()
 
 
 # ----------------------------------------------------------------- sizes and FLOPs
@@ -166,6 +187,10 @@ def test_bad_arguments_are_value_errors():
         small_vit(mixer="nonexistent")
     with pytest.raises(ValueError, match="patch_size"):
         small_vit(img_size=18)
+    with pytest.raises(ValueError, match="weight_init"):
+        small_vit(weight_init="xavier")
+    with pytest.raises(ValueError, match="embed_norm"):
+        small_vit(embed_norm=True, embed_layer=lambda **kw: nn.Identity())
 
 
 # ----------------------------------------------------------------- carried attention
@@ -253,13 +278,40 @@ def test_heads_and_pooling():
     assert isinstance(headless.head, nn.Identity)
 
 
-def test_no_weight_decay_and_init():
-    model = create_model("vit_tiny_cifar")
+def test_no_weight_decay_and_deit_init():
+    model = small_vit(embed_dim=192, num_heads=3)
     names = dict(model.named_parameters())
     assert model.no_weight_decay() == {"pos_embed", "cls_token"} <= set(names)
-    std = model.blocks[0].attn.qkv.weight.std().item()
-    assert 0.019 < std < 0.021  # DeiT: truncated normal, std 0.02
-    assert model.blocks[0].attn.qkv.bias.abs().max() == 0
+    for linear_layer in (model.blocks[0].attn.qkv, model.blocks[1].mlp.fc2, model.head):
+        std = linear_layer.weight.std().item()
+        assert 0.018 < std < 0.022  # DeiT: truncated normal, std 0.02
+        assert linear_layer.bias.abs().max() == 0
+    assert 0.018 < model.pos_embed.std().item() < 0.022
+
+
+def test_pytorch_init_keeps_the_default_linear_init():
+    model = small_vit(embed_dim=192, num_heads=3, mlp_ratio=2.0, weight_init="pytorch")
+    for linear_layer in (model.blocks[0].attn.qkv, model.blocks[1].mlp.fc1,
+                         model.blocks[1].mlp.fc2, model.head):
+        bound = linear_layer.in_features ** -0.5  # U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert linear_layer.weight.abs().max().item() <= bound
+        assert 0.9 < linear_layer.weight.std().item() / (bound / math.sqrt(3)) < 1.1
+        assert 0 < linear_layer.bias.abs().max().item() <= bound
+    assert 0.018 < model.pos_embed.std().item() < 0.022  # still truncated normal, std 0.02
+    model.reset_classifier(7)
+    bound = model.embed_dim ** -0.5
+    assert model.head.bias.abs().max() > 0 and model.head.weight.abs().max() <= bound
+    deit = small_vit(embed_dim=192, num_heads=3)
+    deit.reset_classifier(7)
+    assert deit.head.bias.abs().max() == 0
+
+
+def test_the_cifar_vit_is_the_vit_lite_shape_with_patch_norm():
+    model = create_model("vit_tiny_cifar")
+    assert isinstance(model.patch_embed.norm, nn.LayerNorm)
+    assert model.blocks[0].mlp.fc1.out_features == 384  # MLP ratio 2
+    assert sum(p.numel() for p in model.parameters()) == 1_806_922
+    assert model.blocks[0].attn.qkv.bias.abs().max() > 0  # PyTorch's init, not DeiT's
 
 
 def test_drop_path_is_linear_in_depth():

@@ -2,7 +2,9 @@
 
 ``PatchEmbed`` is ViT's stem (Dosovitskiy et al. 2021, eq. 1): the image is cut into
 non-overlapping P x P patches and each patch is linearly projected to ``embed_dim``,
-implemented as a convolution with kernel = stride = P. ``sinusoid_position_table`` is the
+implemented as a convolution with kernel = stride = P, optionally followed by a LayerNorm
+over the embedded patches (as timm's ``PatchEmbed(norm_layer=...)`` and vit-pytorch's ViT
+do). ``sinusoid_position_table`` is the
 fixed position code of Vaswani et al. 2017 that T2T-ViT (and so EAMLP) adds to its tokens.
 """
 
@@ -41,6 +43,8 @@ class PatchEmbed(nn.Module):
         bias: bias of the projection.
         strict_img_size: when True (the default) an input of another size is a ValueError
             that names the expected size; when False any size divisible by P is accepted.
+        norm_eps: when given, a LayerNorm over D (this epsilon) normalises every embedded
+            patch (``patch_embed.norm``); None (the default): no norm, ViT eq. 1 as written.
 
     Shapes: ``(B, in_chans, H, W) -> (B, N, D)`` with ``N = (H / P_h) * (W / P_w)``, tokens
     in row-major order of the ``grid_size = (H / P_h, W / P_w)`` patch grid.
@@ -54,6 +58,7 @@ class PatchEmbed(nn.Module):
         embed_dim: int = 768,
         bias: bool = True,
         strict_img_size: bool = True,
+        norm_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.img_size = to_2tuple(img_size, "img_size")
@@ -79,6 +84,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(
             in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias
         )
+        self.norm: nn.Module = (
+            nn.Identity() if norm_eps is None else nn.LayerNorm(embed_dim, eps=norm_eps)
+        )
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is ``(B, in_chans, H, W)`` of an accepted size."""
@@ -99,7 +107,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
     def extra_repr(self) -> str:
         return f"img_size={self.img_size}, patch_size={self.patch_size}, grid={self.grid_size}"
