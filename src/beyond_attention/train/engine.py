@@ -44,6 +44,7 @@ from tqdm import tqdm
 from ..data import BatchLoader, ImageDataset, Normalize, TrainAugment, find_dataset
 from ..data.augment import default_hflip
 from ..io import atomic_write_json
+from ..models._registry import AMP_MODES
 from . import budget as budget_mod
 from . import distributed as D
 from . import recipe as recipe_mod
@@ -106,7 +107,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise ValueError("amp 'fp16' needs a GPU; use 'bf16' on CPU")
         return torch.float16
-    raise ValueError(f"amp must be off, auto, native, bf16 or fp16, got {amp!r}")
+    raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
