@@ -39,6 +39,7 @@ from .train.checkpoint import (
     load_safetensors,
     load_weights,
     parse_metadata,
+    rebuild_arguments,
 )
 
 #: File name endings :func:`find_images` picks up inside folders.
@@ -71,8 +72,8 @@ def read_metadata(checkpoint: str | Path) -> dict[str, Any]:
     path = weights_path(checkpoint)
     _, raw = load_safetensors(path)
     meta = parse_metadata(raw)
-    for key in ("model", "num_classes", "in_chans", "img_size", "mean", "std", "classes",
-                "decode_size", "data", "dataset", "val_split", "version"):
+    for key in ("model", "model_arguments", "num_classes", "in_chans", "img_size", "mean",
+                "std", "classes", "decode_size", "data", "dataset", "val_split", "version"):
         meta.setdefault(key, None)
     meta["model_kwargs"] = meta.get("model_kwargs") or {}
     meta["weights"] = str(path)
@@ -99,7 +100,7 @@ def load_for_inference(checkpoint: str | Path, model: str | None = None,
             weights, or weights that do not fit.
     """
     import beyond_attention.models  # noqa: F401  (registers the model families)
-    from beyond_attention.models._registry import create_model, get_model_config
+    from beyond_attention.models._registry import get_model_config
 
     meta = read_metadata(checkpoint)
     path = meta["weights"]
@@ -123,12 +124,31 @@ def load_for_inference(checkpoint: str | Path, model: str | None = None,
     if len(meta["classes"]) != num_classes:
         raise CheckpointError(f"{path} records {len(meta['classes'])} class names for "
                               f"{num_classes} classes")
-    net = create_model(name, num_classes=num_classes, in_chans=meta["in_chans"],
-                       img_size=None if points else tuple(meta["img_size"]),
-                       **meta["model_kwargs"])
+    net = build_recorded_model(name, meta, path, num_classes=num_classes,
+                               in_chans=meta["in_chans"],
+                               img_size=None if points else tuple(meta["img_size"]))
     load_weights(net, path, name)
     meta["model"] = name
     return net.to(device).eval(), meta
+
+
+def build_recorded_model(name: str, meta: dict[str, Any], path: str | Path,
+                         **common: Any) -> nn.Module:
+    """``create_model(name, **common)`` with the family keywords checkpoint metadata
+    ``meta`` records (:func:`~beyond_attention.train.checkpoint.rebuild_arguments`): the
+    model the checkpoint was trained as, even after the registration changed.
+
+    Raises:
+        CheckpointError: a recorded keyword that this version's model does not take.
+    """
+    import beyond_attention.models  # noqa: F401  (registers the model families)
+    from beyond_attention.models._registry import create_model
+
+    try:
+        return create_model(name, **common, **rebuild_arguments(meta))
+    except ValueError as e:
+        raise CheckpointError(f"{path} cannot rebuild the model it was trained as (written "
+                              f"by version {meta.get('version')}): {e}") from None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,12 @@ import tiny_model
 from safetensors.torch import load_file
 
 from beyond_attention.train import CheckpointError, TrainConfig, train
-from beyond_attention.train.resume_check import MAY_CHANGE, changed_settings
+from beyond_attention.train.checkpoint import load_checkpoint
+from beyond_attention.train.resume_check import (
+    MAY_CHANGE,
+    changed_model_arguments,
+    changed_settings,
+)
 
 
 class Stop(Exception):
@@ -143,3 +148,37 @@ def test_a_resume_takes_the_saved_values_of_settings_no_flag_gives(tiny_net, fas
     # an explicit flag still wins over the saved value, and is refused as a change
     with pytest.raises(CheckpointError, match="lr: 0.003 -> 0.001"):
         train(_cfg(fashion_dir, cut, resume="auto", lr=1e-3))
+
+
+def _edit_weights_metadata(out, change) -> None:
+    """Change the metadata of ``last.safetensors`` (its checkpoint id kept)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = out / "last.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    change(meta)
+    save_file(tensors, path, metadata=meta)
+
+
+def test_a_resume_with_another_model_of_the_same_name_is_refused(cut_run, fashion_dir):
+    meta = load_checkpoint(cut_run).model_meta
+    assert meta["model_arguments"] == {}  # the tiny net takes no family keywords
+    _edit_weights_metadata(cut_run, lambda m: m.update(model_arguments='{"width": 8}'))
+    before = (cut_run / "last.json").read_text()
+    with pytest.raises(CheckpointError) as err:
+        train(_cfg(fashion_dir, cut_run, resume="auto"))
+    assert "is not the one the run was saved with" in str(err.value)
+    assert "width: 8 -> (not an argument any more)" in str(err.value)
+    assert (cut_run / "last.json").read_text() == before
+
+
+def test_changed_model_arguments_names_what_changes_what_the_model_is():
+    saved = {"depths": [2, 2], "mixer": "self", "gone": 1}
+    now = {"depths": (2, 2), "mixer": "external", "new_option": True}
+    assert changed_model_arguments(saved, now) == [
+        "gone: 1 -> (not an argument any more)", "mixer: 'self' -> 'external'"]
+    assert changed_model_arguments(saved, {"depths": (2, 2), "mixer": "self", "gone": 1}) == []
+    assert changed_model_arguments(None, now) == []  # a checkpoint from before the record

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -128,6 +129,8 @@ class ModelConfig:
 
 ModelFn = Callable[..., nn.Module]
 _MODELS: dict[str, tuple[ModelFn, ModelConfig]] = {}
+_BUILDS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
+_COMMON_ARGS = frozenset({"num_classes", "in_chans", "img_size", "drop_path_rate"})
 
 
 def register_model(**config: Any) -> Callable[[ModelFn], ModelFn]:
@@ -138,6 +141,7 @@ def register_model(**config: Any) -> Callable[[ModelFn], ModelFn]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = (fn, ModelConfig(name=name, **config))
+        _BUILDS[name] = (fn, {})
         return fn
 
     return decorate
@@ -175,6 +179,7 @@ def register(
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{name}: {getattr(builder, '__name__', builder)} with {fixed}"
     _MODELS[name] = (fn, model_config)
+    _BUILDS[name] = (builder, fixed)
 
 
 def _lookup(name: str) -> tuple[ModelFn, ModelConfig]:
@@ -185,6 +190,42 @@ def _lookup(name: str) -> tuple[ModelFn, ModelConfig]:
             f"unknown model name {name!r}{hint} (list_models() gives all {len(_MODELS)})"
         )
     return _MODELS[name]
+
+
+def model_arguments(name: str, **kwargs: Any) -> dict[str, Any]:
+    """The family keywords ``create_model(name, **kwargs)`` builds model ``name`` with.
+
+    The builder's (or the :func:`register_model` function's) named parameters at their own
+    defaults, then the registered defaults, then ``kwargs``; without the four common
+    arguments (``num_classes``, ``in_chans``, ``img_size``, ``drop_path_rate``) and without
+    values JSON cannot hold (callables).
+    Checkpoints record them, so that ``create_model(name, **recorded)`` rebuilds the model
+    a checkpoint was trained as even after a registration or a default changes.
+    """
+    _lookup(name)
+    builder, fixed = _BUILDS.get(name, (None, {}))
+    args: dict[str, Any] = {}
+    if builder is not None:
+        try:
+            params = inspect.signature(builder).parameters.values()
+        except (TypeError, ValueError):  # a builder without a readable signature
+            params = ()
+        args = {p.name: p.default for p in params if p.default is not p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    args.update(fixed)
+    args.update(kwargs)
+    return {k: v for k, v in args.items() if k not in _COMMON_ARGS and _json_value(v)}
+
+
+def _json_value(value: Any) -> bool:
+    """Whether JSON holds ``value`` (tuples come back as lists)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_value(v) for k, v in value.items())
+    return False
 
 
 def list_models(pattern: str = "*") -> list[str]:

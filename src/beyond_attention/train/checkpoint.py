@@ -73,26 +73,30 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 def model_metadata(model_name: str, num_classes: int, in_chans: int, img_size: tuple[int, int],
                    mean: Any, std: Any, classes: list[str], *,
-                   model_kwargs: dict[str, Any] | None = None, data: str | None = None,
+                   model_kwargs: dict[str, Any] | None = None,
+                   model_arguments: dict[str, Any] | None = None, data: str | None = None,
                    dataset: str | None = None, val_split: str | None = None,
                    decode_size: int | None = None,
                    task: str = "image_classification") -> dict[str, Any]:
     """The metadata stored with model weights: what inference needs and nothing else.
 
-    ``model``, ``model_kwargs`` (extra ``create_model`` keywords), ``num_classes``,
-    ``in_chans`` and ``img_size`` rebuild the model; ``classes`` names its outputs; ``mean``
-    and ``std`` normalise its inputs; ``decode_size`` is the size images were decoded at
-    (shorter side resized, centre crop; None: as stored); ``data``, ``dataset`` and
-    ``val_split`` say where the run validated, so evaluation can default to them;
-    ``task`` is the model config's (``ModelConfig.task``); ``version`` is the library's.
-    Checkpoints written before these keys existed lack them;
-    readers treat a missing key as unknown.
+    ``model``, ``model_kwargs`` (extra ``create_model`` keywords), ``model_arguments``
+    (every family keyword the model was built with, ``models._registry.model_arguments``),
+    ``num_classes``, ``in_chans`` and ``img_size`` rebuild the model; ``classes`` names
+    its outputs; ``mean`` and ``std`` normalise its inputs; ``decode_size`` is the size
+    images were decoded at (shorter side resized, centre crop; None: as stored); ``data``,
+    ``dataset`` and ``val_split`` say where the run validated, so evaluation can default
+    to them; ``task`` is the model config's (``ModelConfig.task``); ``version`` is the
+    library's. Checkpoints written before these keys existed lack them; readers treat a
+    missing key as unknown.
     """
     from .. import __version__
 
     return {
         "format": FORMAT, "version": __version__, "model": model_name, "task": task,
-        "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
+        "model_kwargs": dict(model_kwargs or {}),
+        "model_arguments": None if model_arguments is None else dict(model_arguments),
+        "num_classes": num_classes,
         "in_chans": in_chans, "img_size": list(img_size), "mean": list(mean),
         "std": list(std), "classes": classes, "decode_size": decode_size, "data": data,
         "dataset": dataset, "val_split": val_split,
@@ -108,6 +112,27 @@ def parse_metadata(metadata: dict[str, str]) -> dict[str, Any]:
         except ValueError:
             out[k] = v
     return out
+
+
+def rebuild_arguments(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``create_model`` keywords that rebuild the model of decoded metadata ``meta``.
+
+    Its recorded ``model_arguments`` (lists back as the tuples JSON turned into lists) with
+    its ``model_kwargs`` over them; metadata written before ``model_arguments`` was recorded
+    gives its ``model_kwargs`` alone, and the current registration fills in the rest.
+    """
+    recorded = meta.get("model_arguments")
+    base = _tuples(recorded) if isinstance(recorded, dict) else {}
+    return {**base, **(meta.get("model_kwargs") or {})}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON's lists as tuples, in nested lists and dicts too."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 def check_model_name(expected: str, found: str | None, where: str | Path) -> None:

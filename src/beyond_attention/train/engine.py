@@ -44,7 +44,7 @@ from tqdm import tqdm
 from ..data import BatchLoader, ImageDataset, Normalize, TrainAugment, find_dataset
 from ..data.augment import default_hflip
 from ..io import atomic_write_json
-from ..models._registry import AMP_MODES
+from ..models._registry import AMP_MODES, model_arguments
 from . import budget as budget_mod
 from . import distributed as D
 from . import recipe as recipe_mod
@@ -63,7 +63,7 @@ from .config import DEFAULT_MODEL, TrainConfig, UsageError
 from .guards import LossWatch, NonFiniteLossError, weights_finite
 from .interrupt import StopOnSigint, TrainingInterrupted
 from .optim import ModelEma, build_optimizer, lr_at
-from .resume_check import changed_settings, validate_record
+from .resume_check import changed_model_arguments, changed_settings, validate_record
 from .run_dir import clear_run, fresh_dir, refuse_existing, run_files
 from .tasks import ImageClassification, Task, model_task, task_for
 
@@ -346,6 +346,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> Run:
     meta = model_metadata(
         cfg.model, train_set.num_classes, train_set.channels, img_size, mean, std,
         train_set.classes, model_kwargs=cfg.model_kwargs,
+        model_arguments=model_arguments(cfg.model, **cfg.model_kwargs),
         data=str(Path(train_set.source).resolve()) if train_set.source else cfg.data,
         dataset=cfg.dataset, val_split=val_set.split if val_set is not None else None,
         decode_size=cfg.img_size, task=model_task(model))
@@ -437,6 +438,7 @@ def _setup_task(cfg: TrainConfig, info: D.DistInfo, task_name: str) -> Run:
     img_size = (3, num_points) if points else (crop, crop)
     meta = model_metadata(
         cfg.model, num_outputs, 3, img_size, mean, std, classes, model_kwargs=kwargs,
+        model_arguments=model_arguments(cfg.model, **kwargs),
         data=str(source.path.resolve()) if source.kind != "procedural" else None,
         dataset=cfg.dataset, val_split=val_set.split if val_set is not None else None,
         task=task_name)
@@ -651,6 +653,14 @@ def _check_resume(run: Run, ckpt: Any, path: Path) -> None:
             f"cannot resume {path}: the run was saved with other settings ("
             + "; ".join(refused) + "); resuming must continue the same optimisation: pass "
             "the saved values, or start a new run with another --out")
+    changed = changed_model_arguments(ckpt.model_meta.get("model_arguments"),
+                                      run.meta.get("model_arguments"))
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {path}: model {cfg.model} of this version "
+            f"({run.meta.get('version')}) is not the one the run was saved with (version "
+            f"{ckpt.model_meta.get('version')}): " + "; ".join(changed) + "; finish the run "
+            "with the version that started it, or start a new run with another --out")
     if allowed:
         _log(f"resuming with changed settings that do not alter the optimisation: "
              f"{'; '.join(allowed)}", info, cfg.quiet)

@@ -16,6 +16,7 @@ checkpoint id shared by the three files.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
             continue
         (allowed if key in MAY_CHANGE else refused).append(f"{key}: {old[key]!r} -> {value!r}")
     return refused, allowed
+
+
+def changed_model_arguments(saved: dict[str, Any] | None, now: dict[str, Any] | None
+                            ) -> list[str]:
+    """The family keywords (checkpoint metadata's ``model_arguments``) whose value differs
+    between the saved run's model and the one this run built, each as
+    ``"name: old -> new"``; none when either side records no arguments (a checkpoint
+    written before they were recorded). A keyword this version's model no longer takes
+    counts as changed; one it takes newly does not (a new option keeps the old behaviour by
+    default). A changed registration can keep every tensor shape and still change what
+    the model computes, so a resume must not continue with it silently."""
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return []
+    now = json.loads(json.dumps(now))  # tuples as the lists the saved JSON holds
+    return [f"{key}: {value!r} -> {now[key]!r}" if key in now
+            else f"{key}: {value!r} -> (not an argument any more)"
+            for key, value in sorted(saved.items()) if key not in now or now[key] != value]
 
 
 def _is_int(v: Any) -> bool:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from ..inference import build_recorded_model
 from ..train.checkpoint import (
     CheckpointError,
     check_model_name,
@@ -123,7 +124,8 @@ def load_model(
     size = tuple(meta.get("img_size") or cfg.input_size[-2:])
     in_chans = int(meta.get("in_chans", cfg.input_size[0]))
     num_classes = int(meta.get("num_classes", cfg.num_classes))
-    net = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=size, **kwargs)
+    net = build_recorded_model(name, {**meta, "model_kwargs": kwargs}, path,
+                               num_classes=num_classes, in_chans=in_chans, img_size=size)
     load_weights(net, path, name)
     mean = tuple(meta.get("mean") or cfg.mean)
     std = tuple(meta.get("std") or cfg.std)
