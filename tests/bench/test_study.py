@@ -34,6 +34,7 @@ def test_summary_mean_and_std_over_seeds_best_first(tmp_path):
     assert a["top1_mean"] == 55.0 and a["top1_std"] == pytest.approx(7.0710678)
     assert a["images_per_s"] == 200.0 and a["gmacs"] == 0.5 and rows[0]["gmacs"] is None
     assert "55.00 +- 7.07" in table and "0.500" in table and "1.25" in table
+    assert rows[0]["top1_std"] is None and "| 70.00 |" in table  # one seed: no spread
     assert study.plot(rows, tmp_path / "study.png")
     assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -130,9 +131,10 @@ def test_runs_claimed_by_another_live_process_are_left_to_it(tmp_path, monkeypat
     assert (tmp_path / "results" / "mixer-self-s0.json").is_file()
 
 
-def test_the_recorded_study_renders_to_the_table_in_cifar10_md():
+@pytest.mark.parametrize("record", ["study_cifar10.json", "study_cifar10_15min.json"])
+def test_the_recorded_study_renders_to_the_table_in_cifar10_md(record):
     benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
-    recorded = json.loads((benchmarks / "study_cifar10.json").read_text(encoding="utf-8"))
+    recorded = json.loads((benchmarks / record).read_text(encoding="utf-8"))
     costs = {r["entry"]: {"gmacs": r["gmacs"], "activation_mib": r["activation_mib"]}
              for r in recorded["rows"]}
     rows, table = study.summarise(recorded["runs"], costs)

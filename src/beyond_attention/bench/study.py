@@ -197,9 +197,9 @@ def run_study(out: Path, budget_minutes: float, seeds: int,
 
 def summarise(results: Sequence[dict[str, Any]],
               costs: dict[str, dict[str, float]] | None = None) -> tuple[list[dict], str]:
-    """Per entry: mean and std of top-1 over seeds, params, training images/s and epochs,
-    and the entry's ``costs`` (:func:`entry_costs`) where given. Returns the rows and a
-    markdown table, best mean top-1 first."""
+    """Per entry: mean and std of top-1 over seeds (the std None for one seed), params,
+    training images/s and epochs, and the entry's ``costs`` (:func:`entry_costs`) where
+    given. Returns the rows and a markdown table, best mean top-1 first."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault(r["entry"], []).append(r)
@@ -208,7 +208,7 @@ def summarise(results: Sequence[dict[str, Any]],
         tops = [r["top1"] for r in rs]
         cost = (costs or {}).get(name, {})
         rows.append({"entry": name, "seeds": len(rs), "top1_mean": statistics.fmean(tops),
-                     "top1_std": statistics.stdev(tops) if len(tops) > 1 else 0.0,
+                     "top1_std": statistics.stdev(tops) if len(tops) > 1 else None,
                      "params": rs[0]["params"], "gmacs": cost.get("gmacs"),
                      "activation_mib": cost.get("activation_mib"),
                      "images_per_s": statistics.fmean(r["images_per_s"] for r in rs),
@@ -218,10 +218,14 @@ def summarise(results: Sequence[dict[str, Any]],
     def maybe(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
+    def top1(r: dict[str, Any]) -> str:
+        std = r["top1_std"]
+        return f"{r['top1_mean']:.2f}" + ("" if std is None else f" +- {std:.2f}")
+
     table = format_table(
         ["entry", "seeds", "top-1 %", "params (M)", "GMACs", "activations MiB/img",
          "train img/s", "epochs"],
-        [[r["entry"], str(r["seeds"]), f"{r['top1_mean']:.2f} +- {r['top1_std']:.2f}",
+        [[r["entry"], str(r["seeds"]), top1(r),
           f"{r['params'] / 1e6:.3f}", maybe(r["gmacs"], ".3f"),
           maybe(r["activation_mib"], ".2f"), f"{r['images_per_s']:.0f}",
           f"{r['epochs_done']:.2f}"] for r in rows], markdown=True)
@@ -229,9 +233,9 @@ def summarise(results: Sequence[dict[str, Any]],
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
-    """Top-1 (mean, with the std as error bar) against training images/s and, where the
-    rows have them, against GMACs, side by side, written to ``path`` (PNG); False when
-    matplotlib is not installed."""
+    """Top-1 (mean, with the std as error bar where there is one) against training
+    images/s and, where the rows have them, against GMACs, side by side, written to
+    ``path`` (PNG); False when matplotlib is not installed."""
     try:
         import matplotlib
 

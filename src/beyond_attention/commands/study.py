@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
                                            "seeds": args.seeds, "rows": rows,
                                            "runs": results})
     atomic_write_bytes(out / "study.md", (f"# Mixer study, {args.budget_minutes:g} minutes "
-                                          f"a run, {args.seeds} seeds\n\n{table}\n").encode())
+                                          f"a run, {args.seeds} seed"
+                                          f"{'s' if args.seeds > 1 else ''}\n\n{table}\n"
+                                          ).encode())
     plot(rows, out / "study.png")
     print(table)
     return 0
