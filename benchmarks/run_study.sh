@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The mixer study (benchmarks/cifar10.md): every token mixer in the vit_tiny_cifar backbone
 # and the paper models' CIFAR variants, each trained for the same wall-clock budget on the
-# full CIFAR-10 training set, 3 seeds (or SEEDS), tested on the CIFAR-10 test set. Two lanes of one
-# thread each share the 2 cores; each run is claimed by one lane, and a rerun resumes.
+# full CIFAR-10 training set, 3 seeds (or SEEDS), tested on the CIFAR-10 test set. Two
+# lanes of one thread each share the 2 cores; each run is claimed by one lane, and a rerun
+# resumes.
 #   usage: bash benchmarks/run_study.sh [MINUTES] [LIMIT_VAL] [DATA] [OUT] [SEEDS]
 set -euo pipefail
 minutes=${1:-15}
